@@ -1,0 +1,133 @@
+"""Load, merge and validate the Orthanc configuration of the AusCAT layer.
+
+The image bakes a default (simulation) configuration. A site's production
+configuration arrives as the Swarm secret /run/secrets/orthanc.json. Every
+top-level key of the secret *replaces* the default's key of the same name, so a
+secret's RegisteredUsers is the complete list of users: the simulation users can
+never survive next to production ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+# Settings that the image and the stack are built around; a different value
+# would put data outside the volume or move ports away from the published ones.
+FIXED_SETTINGS: dict[str, Any] = {
+    "StorageDirectory": "/var/lib/orthanc/db",
+    "IndexDirectory": "/var/lib/orthanc/db",
+    "HttpPort": 8042,
+    "DicomPort": 4242,
+}
+
+BOOLEAN_SETTINGS = (
+    "AuthenticationEnabled",
+    "RemoteAccessAllowed",
+    "DicomServerEnabled",
+    "HttpServerEnabled",
+    "SslEnabled",
+    "DicomAlwaysAllowEcho",
+    "DicomAlwaysAllowStore",
+    "DicomCheckCalledAet",
+    "ExecuteLuaEnabled",
+    "StorageCompression",
+)
+
+MAX_AET_LENGTH = 16
+
+# A string literal, a // comment or a /* */ comment: Orthanc's own parser
+# accepts comments, so operators may copy commented samples from its book.
+_TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|/\*.*?\*/', re.DOTALL)
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the file it was found in."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+
+
+def strip_comments(text: str) -> str:
+    """Remove // and /* */ comments outside strings, keeping line numbers."""
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token.startswith('"'):
+            return token
+        return re.sub(r"[^\n]", " ", token)
+
+    return _TOKEN.sub(replace, text)
+
+
+def parse(text: str, source: str) -> dict[str, Any]:
+    """Parse configuration text; errors name the source, line and column."""
+    try:
+        value = json.loads(strip_comments(text))
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            source, f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(source, f"top level must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and parse one configuration file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(str(path), f"cannot read: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(path), "not UTF-8 text") from None
+    return parse(text, str(path))
+
+
+def merge(default: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Top-level keys of ``override`` replace those of ``default``; nothing is deep-merged."""
+    return {**default, **override}
+
+
+def validate(config: dict[str, Any], source: str) -> None:
+    """Refuse settings that would give a broken or unreachable server."""
+    problems: list[str] = []
+    for key, expected in FIXED_SETTINGS.items():
+        if key in config and config[key] != expected:
+            problems.append(
+                f"{key} is {config[key]!r} but the image requires {expected!r}"
+                " (publish other host ports through the deployment instead)"
+            )
+    for key in BOOLEAN_SETTINGS:
+        if key in config and not isinstance(config[key], bool):
+            problems.append(f"{key} must be true or false, not {config[key]!r}")
+
+    users = config.get("RegisteredUsers", {})
+    if not isinstance(users, dict) or not all(
+        isinstance(name, str) and isinstance(password, str) and name and password
+        for name, password in users.items()
+    ):
+        problems.append("RegisteredUsers must be an object of non-empty user names to password strings")
+    elif config.get("AuthenticationEnabled", True) and not users:
+        problems.append("AuthenticationEnabled is true but RegisteredUsers is empty: nobody could log in")
+
+    aet = config.get("DicomAet", "ORTHANC")
+    if not isinstance(aet, str) or not 0 < len(aet) <= MAX_AET_LENGTH:
+        problems.append(f"DicomAet must be a string of 1 to {MAX_AET_LENGTH} characters, not {aet!r}")
+
+    if problems:
+        raise ConfigError(source, "; ".join(problems))
+
+
+def build(default_path: Path, secret_path: Path) -> dict[str, Any]:
+    """The effective configuration: the default, replaced key by key by the secret if present."""
+    config = load(default_path)
+    source = str(default_path)
+    if secret_path.exists():
+        config = merge(config, load(secret_path))
+        source = f"{default_path} + {secret_path}"
+    validate(config, source)
+    return config

@@ -1,0 +1,67 @@
+"""Entrypoint of the AusCAT Orthanc image.
+
+Merges the baked default configuration with the Swarm secret, validates it,
+writes the result where only the Orthanc user can read it and execs Orthanc.
+``--check-config FILE`` (``-`` for standard input) validates a would-be secret
+against this image without starting anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import auscat_config
+
+DEFAULT_CONFIG = Path(os.environ.get("AUSCAT_DEFAULT_CONFIG", "/etc/auscat/orthanc.default.json"))
+SECRET_CONFIG = Path(os.environ.get("AUSCAT_SECRET_CONFIG", "/run/secrets/orthanc.json"))
+MERGED_CONFIG = Path(os.environ.get("AUSCAT_MERGED_CONFIG", "/run/auscat/orthanc.json"))
+ORTHANC_BINARY = os.environ.get("AUSCAT_ORTHANC_BINARY", "Orthanc")
+
+
+def write_private(path: Path, config: dict) -> None:
+    """Write the merged configuration readable by the current user only."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        json.dump(config, stream, indent=2)
+    os.chmod(temporary, 0o600)
+    temporary.replace(path)
+
+
+def check(candidate: str) -> int:
+    """Validate a would-be secret merged over this image's default."""
+    if candidate == "-":
+        override = auscat_config.parse(sys.stdin.read(), "<secret on standard input>")
+        source = "secret on standard input"
+    else:
+        override = auscat_config.load(Path(candidate))
+        source = candidate
+    merged = auscat_config.merge(auscat_config.load(DEFAULT_CONFIG), override)
+    auscat_config.validate(merged, source)
+    print(f"auscat: {source}: configuration is valid")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="auscat-entrypoint", description=__doc__)
+    parser.add_argument("--check-config", metavar="FILE", help="validate FILE (or - for stdin) and exit")
+    args, orthanc_args = parser.parse_known_args(argv)
+    try:
+        if args.check_config:
+            return check(args.check_config)
+        config = auscat_config.build(DEFAULT_CONFIG, SECRET_CONFIG)
+        write_private(MERGED_CONFIG, config)
+    except auscat_config.ConfigError as error:
+        print(f"auscat: configuration error: {error}", file=sys.stderr)
+        return 2
+    os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])
+    return 1  # not reached: execvp replaces the process or raises
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
