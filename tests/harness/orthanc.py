@@ -1,0 +1,99 @@
+"""Where the Orthanc under test is, read from the environment, and a small REST client for it.
+
+The probes run against any deployed AusCAT Orthanc:
+
+    ORTHANC_URL          REST base URL (default http://127.0.0.1:8042)
+    ORTHANC_USERNAME     a registered user (default orthanc)
+    ORTHANC_PASSWORD     its password (default orthanc)
+    ORTHANC_AET          Orthanc's AE title (default ORTHANC)
+    ORTHANC_DICOM_HOST   host of the published DICOM port (default: the host of ORTHANC_URL)
+    ORTHANC_DICOM_PORT   published DICOM port; unset when 4242 is not published on the host
+    ORTHANC_STACK        Swarm stack name, for probes from the stack network (needs the Docker socket)
+    ORTHANC_STACK_FILE   rendered stack file, for the redeploy probe (default /etc/auscat/<stack>.yml)
+    ORTHANC_ALLOW_RESTART=1     allow the persistence probes to restart and redeploy the service
+    AUSCAT_PROBES_REQUIRE_ALL=1 a probe whose setting is missing fails instead of being skipped
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import requests
+
+TIMEOUT_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    username: str
+    password: str
+    aet: str
+    dicom_host: str
+    dicom_port: int | None
+    stack: str | None
+    stack_file: str | None
+    allow_restart: bool
+    require_all: bool
+
+    @classmethod
+    def from_environment(cls, env: os._Environ[str] | dict[str, str] = os.environ) -> Target:
+        url = env.get("ORTHANC_URL", "http://127.0.0.1:8042").rstrip("/")
+        stack = env.get("ORTHANC_STACK") or None
+        port = env.get("ORTHANC_DICOM_PORT") or None
+        return cls(
+            url=url,
+            username=env.get("ORTHANC_USERNAME", "orthanc"),
+            password=env.get("ORTHANC_PASSWORD", "orthanc"),
+            aet=env.get("ORTHANC_AET", "ORTHANC"),
+            dicom_host=env.get("ORTHANC_DICOM_HOST") or urlparse(url).hostname or "127.0.0.1",
+            dicom_port=int(port) if port else None,
+            stack=stack,
+            stack_file=env.get("ORTHANC_STACK_FILE") or (f"/etc/auscat/{stack}.yml" if stack else None),
+            allow_restart=env.get("ORTHANC_ALLOW_RESTART") == "1",
+            require_all=env.get("AUSCAT_PROBES_REQUIRE_ALL") == "1",
+        )
+
+    @property
+    def service(self) -> str | None:
+        return f"{self.stack}_orthanc" if self.stack else None
+
+    @property
+    def network(self) -> str | None:
+        return f"{self.stack}_default" if self.stack else None
+
+
+class Orthanc:
+    """Authenticated REST calls; every call raises on an HTTP error."""
+
+    def __init__(self, url: str, username: str | None, password: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        if username is not None:
+            self.session.auth = (username, password or "")
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        reply = self.session.get(self.url + path, timeout=TIMEOUT_SECONDS, **kwargs)
+        reply.raise_for_status()
+        return reply
+
+    def post(self, path: str, **kwargs) -> requests.Response:
+        reply = self.session.post(self.url + path, timeout=TIMEOUT_SECONDS, **kwargs)
+        reply.raise_for_status()
+        return reply
+
+    def delete(self, path: str) -> None:
+        self.session.delete(self.url + path, timeout=TIMEOUT_SECONDS).raise_for_status()
+
+    def lookup(self, uid: str, level: str) -> str | None:
+        """Orthanc's identifier of the resource with this DICOM UID, or None."""
+        for match in self.post("/tools/lookup", data=uid).json():
+            if match["Type"] == level:
+                return match["ID"]
+        return None
+
+    def patient_id_of(self, patient_id: str) -> str | None:
+        found = self.post("/tools/find", json={"Level": "Patient", "Query": {"PatientID": patient_id}}).json()
+        return found[0] if found else None
