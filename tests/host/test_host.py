@@ -1,0 +1,69 @@
+"""The host as the roles left it (testinfra): engine, Swarm, data directory, and the container's posture."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.harness.orthanc import Target
+
+ORTHANC_UID = "4242"
+
+
+@pytest.fixture(scope="module")
+def target() -> Target:
+    return Target.from_environment()
+
+
+@pytest.fixture(scope="module")
+def container(host, target: Target) -> str:
+    assert target.service, "ORTHANC_STACK is not set"
+    ids = host.check_output(
+        "docker ps --quiet --filter label=com.docker.swarm.service.name=%s --filter health=healthy", target.service
+    ).split()
+    assert len(ids) == 1, f"expected one healthy task of {target.service}, found {ids}"
+    return ids[0]
+
+
+def test_docker_engine_answers(host) -> None:
+    assert host.run("docker version").rc == 0
+
+
+def test_swarm_is_active(host) -> None:
+    assert host.check_output("docker info --format '{{.Swarm.LocalNodeState}}'") == "active"
+
+
+def test_service_is_named_orthanc_in_its_stack(host, target: Target) -> None:
+    services = host.check_output("docker stack services --format '{{.Name}}' %s", target.stack).split()
+    assert services == [f"{target.stack}_orthanc"]
+
+
+def test_data_directory_belongs_to_the_orthanc_user(host) -> None:
+    data_dir = host.file(os.environ["AUSCAT_DATA_DIR"])
+    assert data_dir.is_directory
+    assert (str(data_dir.uid), data_dir.mode) == (ORTHANC_UID, 0o750)
+
+
+def test_orthanc_does_not_run_as_root(host, container: str) -> None:
+    assert host.check_output("docker exec %s id -u", container) == ORTHANC_UID
+
+
+@pytest.mark.parametrize("path", ["/run/secrets/orthanc.json", "/run/auscat/orthanc.json"])
+def test_configuration_is_readable_only_by_orthanc(host, container: str, path: str) -> None:
+    owner, mode = host.check_output("docker exec %s stat -c '%%u %%a' %s", container, path).split()
+    assert owner == ORTHANC_UID
+    assert mode in ("400", "600")
+
+
+def test_secret_users_replace_the_default_users(host, container: str, target: Target) -> None:
+    merged = json.loads(host.check_output("docker exec %s cat /run/auscat/orthanc.json", container))
+    assert merged["RegisteredUsers"] == {target.username: target.password}
+
+
+def test_password_is_absent_from_docker_inspect(host, container: str, target: Target) -> None:
+    image = host.check_output("docker inspect --format '{{.Config.Image}}' %s", container)
+    for kind, name in (("service", target.service), ("container", container), ("image", image)):
+        inspected = host.check_output("docker %s inspect %s", kind, name)
+        assert target.password not in inspected, f"the password shows in docker {kind} inspect"
