@@ -70,9 +70,7 @@ def phantom_cleanup(orthanc: Orthanc) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def stored_study(
-    target: Target, tmp_path_factory: pytest.TempPathFactory, phantom_cleanup: list[str]
-) -> StoredStudy:
+def stored_study(target: Target, tmp_path_factory: pytest.TempPathFactory, phantom_cleanup: list[str]) -> StoredStudy:
     """A CT series of 20 slices and its RTSTRUCT, sent over the published DICOM port."""
     need(target, "ORTHANC_DICOM_PORT", target.dicom_port)
     study = phantoms.make_study(slices=20)

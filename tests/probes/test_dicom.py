@@ -43,11 +43,14 @@ def test_c_store_from_stack_network_stores_the_study(
     phantom_cleanup.append(study.patient_id)
     files = [f"/probe/network-study/{path.name}" for path in study.paths]
     code, output = stack.run_on_stack_network(
-        docker_client, target.service, target.network, probe_dir, ["store", "orthanc", "4242", "--aet", target.aet, *files]
+        docker_client,
+        target.service,
+        target.network,
+        probe_dir,
+        ["store", "orthanc", "4242", "--aet", target.aet, *files],
     )
     assert code == 0, output
     assert output.count("0000 ") == 21, output
     patient = orthanc.patient_id_of(study.patient_id)
     assert patient is not None, f"PatientID {study.patient_id} was not stored"
     assert len(orthanc.get(f"/patients/{patient}/instances").json()) == 21
-

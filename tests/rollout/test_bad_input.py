@@ -74,4 +74,4 @@ def test_wrong_variable_type_is_refused_naming_the_variable(client, target: Targ
 
 
 def test_setting_that_moves_data_off_the_volume_is_refused(client, target: Target) -> None:
-    assert_refused(client, target, {"orthanc_config": {"StorageDirectory": "/tmp/orthanc"}}, "StorageDirectory")
+    assert_refused(client, target, {"orthanc_config": {"StorageDirectory": "/srv/orthanc"}}, "StorageDirectory")

@@ -68,9 +68,7 @@ def parse(text: str, source: str) -> dict[str, Any]:
     try:
         value = json.loads(strip_comments(text))
     except json.JSONDecodeError as error:
-        raise ConfigError(
-            source, f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from None
+        raise ConfigError(source, f"invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}") from None
     if not isinstance(value, dict):
         raise ConfigError(source, f"top level must be a JSON object, not {type(value).__name__}")
     return value
@@ -107,8 +105,7 @@ def validate(config: dict[str, Any], source: str) -> None:
 
     users = config.get("RegisteredUsers", {})
     if not isinstance(users, dict) or not all(
-        isinstance(name, str) and isinstance(password, str) and name and password
-        for name, password in users.items()
+        isinstance(name, str) and isinstance(password, str) and name and password for name, password in users.items()
     ):
         problems.append("RegisteredUsers must be an object of non-empty user names to password strings")
     elif config.get("AuthenticationEnabled", True) and not users:

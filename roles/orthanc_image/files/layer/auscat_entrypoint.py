@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     except auscat_config.ConfigError as error:
         print(f"auscat: configuration error: {error}", file=sys.stderr)
         return 2
-    os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])
+    os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])  # noqa: S606 - exec, no shell
     return 1  # not reached: execvp replaces the process or raises
 
 

@@ -1,0 +1,132 @@
+"""Merge and validation of the AusCAT layer's configuration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import auscat_config
+import auscat_entrypoint
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+DEFAULT = REPOSITORY / "files" / "orthanc.json"
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_default_is_valid() -> None:
+    auscat_config.validate(auscat_config.load(DEFAULT), str(DEFAULT))
+
+
+def test_secret_users_replace_default_users_entirely(tmp_path: Path) -> None:
+    secret = write(tmp_path / "secret.json", json.dumps({"RegisteredUsers": {"site": "s3cret-site-password"}}))
+    merged = auscat_config.build(DEFAULT, secret)
+    assert merged["RegisteredUsers"] == {"site": "s3cret-site-password"}
+
+
+def test_keys_absent_from_secret_keep_their_default(tmp_path: Path) -> None:
+    secret = write(tmp_path / "secret.json", json.dumps({"Name": "Site A"}))
+    merged = auscat_config.build(DEFAULT, secret)
+    assert merged["Name"] == "Site A"
+    assert merged["RegisteredUsers"] == auscat_config.load(DEFAULT)["RegisteredUsers"]
+
+
+def test_nested_objects_are_replaced_not_merged() -> None:
+    merged = auscat_config.merge({"DicomModalities": {"a": ["A", "h", 1]}}, {"DicomModalities": {"b": ["B", "h", 2]}})
+    assert merged["DicomModalities"] == {"b": ["B", "h", 2]}
+
+
+def test_missing_secret_leaves_the_default(tmp_path: Path) -> None:
+    assert auscat_config.build(DEFAULT, tmp_path / "absent.json") == auscat_config.load(DEFAULT)
+
+
+def test_comments_are_accepted_like_orthanc_does(tmp_path: Path) -> None:
+    text = '{\n  // site name\n  "Name": "A // not a comment", /* block\n comment */ "DicomAet": "SITE"\n}\n'
+    config = auscat_config.load(write(tmp_path / "c.json", text))
+    assert config == {"Name": "A // not a comment", "DicomAet": "SITE"}
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('{\n  "Name": "x",\n}\n', 3),
+        ('{\n  "RegisteredUsers": {"a": "b"\n', 3),
+        ('{\n  /* comment */\n  "Name" "x"\n}\n', 3),
+    ],
+)
+def test_malformed_json_names_file_and_line(tmp_path: Path, text: str, line: int) -> None:
+    path = write(tmp_path / "broken.json", text)
+    with pytest.raises(auscat_config.ConfigError) as error:
+        auscat_config.load(path)
+    assert str(path) in str(error.value)
+    assert f"line {line}" in str(error.value)
+
+
+def test_top_level_must_be_an_object(tmp_path: Path) -> None:
+    with pytest.raises(auscat_config.ConfigError, match="top level must be a JSON object"):
+        auscat_config.load(write(tmp_path / "list.json", "[1, 2]"))
+
+
+def test_unreadable_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(auscat_config.ConfigError, match="cannot read"):
+        auscat_config.load(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"StorageDirectory": "/srv/db"}, "StorageDirectory"),
+        ({"IndexDirectory": "/srv"}, "IndexDirectory"),
+        ({"HttpPort": 80}, "HttpPort"),
+        ({"DicomPort": 104}, "DicomPort"),
+        ({"AuthenticationEnabled": "yes"}, "AuthenticationEnabled must be true or false"),
+        ({"RegisteredUsers": {}}, "RegisteredUsers is empty"),
+        ({"RegisteredUsers": ["admin"]}, "RegisteredUsers must be an object"),
+        ({"RegisteredUsers": {"admin": ""}}, "RegisteredUsers must be an object"),
+        ({"DicomAet": "A-VERY-LONG-AE-TITLE"}, "DicomAet"),
+    ],
+)
+def test_invalid_settings_are_refused(override: dict, message: str) -> None:
+    merged = auscat_config.merge(auscat_config.load(DEFAULT), override)
+    with pytest.raises(auscat_config.ConfigError, match=message):
+        auscat_config.validate(merged, "secret")
+
+
+def test_no_users_is_allowed_when_authentication_is_off() -> None:
+    auscat_config.validate({"AuthenticationEnabled": False, "RegisteredUsers": {}}, "secret")
+
+
+def test_entrypoint_writes_a_private_merged_config_and_execs_orthanc(tmp_path: Path, monkeypatch) -> None:
+    secret = write(tmp_path / "secret.json", json.dumps({"RegisteredUsers": {"site": "pw-1234567890abcd"}}))
+    merged = tmp_path / "run" / "orthanc.json"
+    monkeypatch.setattr(auscat_entrypoint, "DEFAULT_CONFIG", DEFAULT)
+    monkeypatch.setattr(auscat_entrypoint, "SECRET_CONFIG", secret)
+    monkeypatch.setattr(auscat_entrypoint, "MERGED_CONFIG", merged)
+    calls = []
+    monkeypatch.setattr(auscat_entrypoint.os, "execvp", lambda binary, argv: calls.append(argv))
+    auscat_entrypoint.main(["--verbose"])
+    assert calls == [["Orthanc", "--verbose", str(merged)]]
+    assert json.loads(merged.read_text())["RegisteredUsers"] == {"site": "pw-1234567890abcd"}
+    assert merged.stat().st_mode & 0o777 == 0o600
+
+
+def test_entrypoint_exits_non_zero_without_starting_orthanc_on_bad_secret(tmp_path: Path, monkeypatch, capsys) -> None:
+    secret = write(tmp_path / "secret.json", "{ not json")
+    monkeypatch.setattr(auscat_entrypoint, "DEFAULT_CONFIG", DEFAULT)
+    monkeypatch.setattr(auscat_entrypoint, "SECRET_CONFIG", secret)
+    monkeypatch.setattr(auscat_entrypoint, "MERGED_CONFIG", tmp_path / "merged.json")
+    monkeypatch.setattr(auscat_entrypoint.os, "execvp", lambda *_: pytest.fail("Orthanc must not start"))
+    assert auscat_entrypoint.main([]) == 2
+    assert f"{secret}: invalid JSON at line 1" in capsys.readouterr().err
+    assert not (tmp_path / "merged.json").exists()
+
+
+def test_check_config_reads_standard_input(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(auscat_entrypoint, "DEFAULT_CONFIG", DEFAULT)
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO('{"Name": "Site"}'))
+    assert auscat_entrypoint.main(["--check-config", "-"]) == 0
+    assert "valid" in capsys.readouterr().out
