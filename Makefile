@@ -4,6 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/simulation/hosts.yml
+SCENARIOS ?= default upgrade
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -14,7 +15,7 @@ help:
 	@echo "make test       lint + unit tests + Molecule default scenario"
 	@echo "make lint       ruff, yamllint, ansible-lint"
 	@echo "make unit       unit tests of the image layer and the test harness"
-	@echo "make molecule   molecule test -s default"
+	@echo "make molecule   molecule test of each scenario in SCENARIOS ($(SCENARIOS))"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +40,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 molecule: venv
-	$(BIN)/molecule test -s default
+	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
 clean-venv:
 	rm -rf $(VENV)

@@ -96,3 +96,12 @@ def wait_until_gone(client: docker.DockerClient, service: str, network: str) -> 
             return
         time.sleep(1)
     raise TimeoutError(f"stack of {service} still had containers or network {network} after removal")
+
+
+def wait_until_stopped(client: docker.DockerClient, service: str) -> None:
+    deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if not client.containers.list(filters={"label": f"com.docker.swarm.service.name={service}"}):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"service {service} still had running tasks after scaling to 0")

@@ -8,7 +8,8 @@ import docker
 
 from tests.harness import dicom, phantoms, stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.probes.conftest import StoredStudy, need
+from tests.harness.study import StoredStudy
+from tests.probes.conftest import need
 
 
 def test_c_echo_on_published_port_succeeds(target: Target) -> None:

@@ -7,7 +7,8 @@ import pytest
 
 from tests.harness import stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.probes.conftest import StoredStudy, assert_study_intact, need
+from tests.harness.study import StoredStudy, assert_study_intact
+from tests.probes.conftest import need
 
 
 @pytest.fixture

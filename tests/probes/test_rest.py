@@ -9,7 +9,7 @@ import pyorthanc
 from pydicom import dcmread
 
 from tests.harness.orthanc import Orthanc, Target
-from tests.probes.conftest import StoredStudy, assert_study_intact
+from tests.harness.study import StoredStudy, assert_study_intact
 
 
 def test_counts_at_each_level_match_what_was_sent(orthanc: Orthanc, stored_study: StoredStudy) -> None:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from pathlib import Path
 
 import docker
 import pytest
 
 from tests.harness.orthanc import Target
-
-REPOSITORY = Path(__file__).resolve().parents[2]
+from tests.harness.playbook import run_playbook
 
 
 @pytest.fixture(scope="module")
@@ -37,24 +33,9 @@ def stack_state(client: docker.DockerClient, target: Target) -> dict:
     }
 
 
-def rollout(extra_vars: dict) -> subprocess.CompletedProcess:
-    inventory = os.environ.get("AUSCAT_INVENTORY")
-    assert inventory, "AUSCAT_INVENTORY must name the inventory of the deployed stack"
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPOSITORY / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run(
-        ["ansible-playbook", "-i", inventory, "playbooks/site.yml", "-e", json.dumps(extra_vars)],
-        cwd=REPOSITORY,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-
-
 def assert_refused(client: docker.DockerClient, target: Target, extra_vars: dict, *expected: str) -> None:
     before = stack_state(client, target)
-    result = rollout(extra_vars)
+    result = run_playbook("site.yml", extra_vars)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     for text in expected:
