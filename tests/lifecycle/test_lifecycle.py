@@ -143,3 +143,21 @@ def test_backup_then_wipe_then_restore_gives_identical_data(
     assert result.returncode == 0, output_of(result)
     assert_study_intact(orthanc, stored)
     assert orthanc.get("/statistics").json()["CountInstances"] == len(stored.md5_by_sop_uid)
+
+
+def test_restore_onto_a_host_without_the_stack_rolls_out_and_restores(
+    client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    result = run_playbook("backup.yml")
+    assert result.returncode == 0, output_of(result)
+    backup = re.search(r"Backup (\S+):", output_of(result)).group(1)
+
+    stack.docker_cli("stack", "rm", target.stack)
+    stack.wait_until_gone(client, target.service, target.network)
+    shutil.rmtree(os.environ["AUSCAT_DATA_DIR"])
+
+    result = run_playbook("restore.yml", {"orthanc_restore_from": backup})
+    assert result.returncode == 0, output_of(result)
+    assert "Restored " in output_of(result), output_of(result)
+    stack.wait_until_healthy(client, target.service)
+    assert_study_intact(orthanc, stored)
