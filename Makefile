@@ -8,7 +8,7 @@ SCENARIOS ?= default upgrade
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv site test lint unit molecule clean-venv
+.PHONY: help venv site test lint unit molecule reliability clean-venv
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint       ruff, yamllint, ansible-lint"
 	@echo "make unit       unit tests of the image layer and the test harness"
 	@echo "make molecule   molecule test of each scenario in SCENARIOS ($(SCENARIOS))"
+	@echo "make reliability  longer attacks on a deployed stack (default: the simulation stack on this host)"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +42,10 @@ unit: venv
 
 molecule: venv
 	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
+
+# Not part of `make test`: they load the stack for a minute or more.
+reliability: venv
+	ORTHANC_DICOM_PORT=$${ORTHANC_DICOM_PORT:-4242} $(BIN)/pytest tests/reliability
 
 clean-venv:
 	rm -rf $(VENV)
