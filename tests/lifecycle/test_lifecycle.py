@@ -63,6 +63,13 @@ def output_of(result) -> str:
     return result.stdout + result.stderr
 
 
+def take_backup() -> tuple[Path, str]:
+    """Run playbooks/backup.yml; returns the backup directory and the playbook's output."""
+    result = run_playbook("backup.yml")
+    assert result.returncode == 0, output_of(result)
+    return Path(re.search(r"Backup (\S+):", output_of(result)).group(1)), output_of(result)
+
+
 def test_stack_starts_on_the_old_tag(client, target: Target, orthanc: Orthanc, tags, stored: StoredStudy) -> None:
     old, _ = tags
     assert image_of(client, target).endswith(f":{old}")
@@ -104,9 +111,7 @@ def test_upgrade_to_an_unhealthy_image_rolls_back(
 
 
 def test_restore_refuses_a_corrupted_backup(client, target: Target, tmp_path: Path) -> None:
-    result = run_playbook("backup.yml")
-    assert result.returncode == 0, output_of(result)
-    backup = Path(re.search(r"Backup (\S+):", output_of(result)).group(1))
+    backup, _ = take_backup()
     corrupted = tmp_path / "corrupted"
     shutil.copytree(backup, corrupted)
     with (corrupted / "data.tar").open("r+b") as archive:
@@ -125,10 +130,8 @@ def test_restore_refuses_a_corrupted_backup(client, target: Target, tmp_path: Pa
 def test_backup_then_wipe_then_restore_gives_identical_data(
     client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
-    result = run_playbook("backup.yml")
-    assert result.returncode == 0, output_of(result)
-    backup = re.search(r"Backup (\S+):", output_of(result)).group(1)
-    print(re.search(r"HTTP unavailable for [0-9.]+ s \(copy [^)]*\)", output_of(result)).group(0))
+    backup, output = take_backup()
+    print(re.search(r"HTTP unavailable for [0-9.]+ s \(copy [^)]*\)", output).group(0))
 
     data_dir = Path(os.environ["AUSCAT_DATA_DIR"])
     stack.docker_cli("service", "scale", "--detach", f"{target.service}=0")
@@ -139,7 +142,7 @@ def test_backup_then_wipe_then_restore_gives_identical_data(
     stack.wait_until_healthy(client, target.service)
     assert len(missing_or_changed(orthanc, stored)) == len(stored.md5_by_sop_uid)  # the wipe took everything
 
-    result = run_playbook("restore.yml", {"orthanc_restore_from": backup})
+    result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})
     assert result.returncode == 0, output_of(result)
     assert_study_intact(orthanc, stored)
     assert orthanc.get("/statistics").json()["CountInstances"] == len(stored.md5_by_sop_uid)
@@ -148,15 +151,13 @@ def test_backup_then_wipe_then_restore_gives_identical_data(
 def test_restore_onto_a_host_without_the_stack_rolls_out_and_restores(
     client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
-    result = run_playbook("backup.yml")
-    assert result.returncode == 0, output_of(result)
-    backup = re.search(r"Backup (\S+):", output_of(result)).group(1)
+    backup, _ = take_backup()
 
     stack.docker_cli("stack", "rm", target.stack)
     stack.wait_until_gone(client, target.service, target.network)
     shutil.rmtree(os.environ["AUSCAT_DATA_DIR"])
 
-    result = run_playbook("restore.yml", {"orthanc_restore_from": backup})
+    result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})
     assert result.returncode == 0, output_of(result)
     assert "Restored " in output_of(result), output_of(result)
     stack.wait_until_healthy(client, target.service)
