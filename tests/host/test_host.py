@@ -62,6 +62,22 @@ def test_secret_users_replace_the_default_users(host, container: str, target: Ta
     assert merged["RegisteredUsers"] == {target.username: target.password}
 
 
+def test_only_the_secret_in_use_remains_labelled_for_the_stack(host, target: Target) -> None:
+    labelled = host.check_output(
+        "docker secret ls --filter label=org.auscat.stack=%s --format '{{.Name}}'", target.stack
+    ).split()
+    secrets_format = "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}"
+    in_use = host.check_output("docker service inspect --format %s %s", secrets_format, target.service).split()
+    assert labelled == in_use
+    assert len(in_use) == 1
+
+
+def test_image_records_the_fingerprint_of_its_inputs(host, container: str) -> None:
+    image = host.check_output("docker inspect --format '{{.Config.Image}}' %s", container)
+    labels = json.loads(host.check_output("docker image inspect --format '{{json .Config.Labels}}' %s", image))
+    assert len(labels.get("org.auscat.inputs", "")) == 16
+
+
 def test_password_is_absent_from_docker_inspect(host, container: str, target: Target) -> None:
     image = host.check_output("docker inspect --format '{{.Config.Image}}' %s", container)
     for kind, name in (("service", target.service), ("container", container), ("image", image)):
