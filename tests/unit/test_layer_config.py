@@ -44,6 +44,13 @@ def test_missing_secret_leaves_the_default(tmp_path: Path) -> None:
     assert auscat_config.build(DEFAULT, tmp_path / "absent.json") == auscat_config.load(DEFAULT)
 
 
+def test_layer_plugin_is_loaded_whatever_plugins_a_secret_lists(tmp_path: Path) -> None:
+    secret = write(tmp_path / "secret.json", json.dumps({"Plugins": ["/usr/share/orthanc/plugins/libOrthancGdcm.so"]}))
+    merged = auscat_config.build(DEFAULT, secret)
+    assert merged["Plugins"] == ["/usr/share/orthanc/plugins/libOrthancGdcm.so", auscat_config.PYTHON_PLUGIN]
+    assert merged["PythonScript"] == "/usr/local/lib/auscat/auscat_plugin.py"
+
+
 def test_comments_are_accepted_like_orthanc_does(tmp_path: Path) -> None:
     text = '{\n  // site name\n  "Name": "A // not a comment", /* block\n comment */ "DicomAet": "SITE"\n}\n'
     config = auscat_config.load(write(tmp_path / "c.json", text))
@@ -88,6 +95,9 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
         ({"RegisteredUsers": ["admin"]}, "RegisteredUsers must be an object"),
         ({"RegisteredUsers": {"admin": ""}}, "RegisteredUsers must be an object"),
         ({"DicomAet": "A-VERY-LONG-AE-TITLE"}, "DicomAet"),
+        ({"PythonScript": "/srv/mine.py"}, "PythonScript"),
+        ({"Plugins": "/usr/share/orthanc/plugins"}, "Plugins must be a list"),
+        ({"AusCAT": {"IntegrityCheck": "no"}}, "AusCAT.IntegrityCheck must be true or false"),
     ],
 )
 def test_invalid_settings_are_refused(override: dict, message: str) -> None:

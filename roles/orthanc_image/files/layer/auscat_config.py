@@ -4,7 +4,8 @@ The image bakes a default (simulation) configuration. A site's production
 configuration arrives as the Swarm secret /run/secrets/orthanc.json. Every
 top-level key of the secret *replaces* the default's key of the same name, so a
 secret's RegisteredUsers is the complete list of users: the simulation users can
-never survive next to production ones.
+never survive next to production ones. The layer's own plugin is always loaded,
+whatever list of Plugins a secret gives.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ FIXED_SETTINGS: dict[str, Any] = {
     "IndexDirectory": "/var/lib/orthanc/db",
     "HttpPort": 8042,
     "DicomPort": 4242,
+    "PythonScript": "/usr/local/lib/auscat/auscat_plugin.py",
 }
+
+# Orthanc's Python plugin runs the layer's checks (auscat_plugin.py) on every upload route.
+PYTHON_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPython.so"
+LAYER_SECTION = "AusCAT"
+LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck",)
 
 BOOLEAN_SETTINGS = (
     "AuthenticationEnabled",
@@ -103,6 +110,18 @@ def validate(config: dict[str, Any], source: str) -> None:
         if key in config and not isinstance(config[key], bool):
             problems.append(f"{key} must be true or false, not {config[key]!r}")
 
+    plugins = config.get("Plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(plugin, str) for plugin in plugins):
+        problems.append("Plugins must be a list of paths")
+
+    section = config.get(LAYER_SECTION, {})
+    if not isinstance(section, dict):
+        problems.append(f"{LAYER_SECTION} must be an object")
+    else:
+        for key in LAYER_BOOLEAN_SETTINGS:
+            if key in section and not isinstance(section[key], bool):
+                problems.append(f"{LAYER_SECTION}.{key} must be true or false, not {section[key]!r}")
+
     users = config.get("RegisteredUsers", {})
     if not isinstance(users, dict) or not all(
         isinstance(name, str) and isinstance(password, str) and name and password for name, password in users.items()
@@ -119,6 +138,14 @@ def validate(config: dict[str, Any], source: str) -> None:
         raise ConfigError(source, "; ".join(problems))
 
 
+def with_layer_plugin(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration with the layer's plugin and script loaded (validated configurations only)."""
+    plugins = list(config.get("Plugins", []))
+    if PYTHON_PLUGIN not in plugins:
+        plugins.append(PYTHON_PLUGIN)
+    return {**config, "Plugins": plugins, "PythonScript": FIXED_SETTINGS["PythonScript"]}
+
+
 def build(default_path: Path, secret_path: Path) -> dict[str, Any]:
     """The effective configuration: the default, replaced key by key by the secret if present."""
     config = load(default_path)
@@ -127,4 +154,4 @@ def build(default_path: Path, secret_path: Path) -> dict[str, Any]:
         config = merge(config, load(secret_path))
         source = f"{default_path} + {secret_path}"
     validate(config, source)
-    return config
+    return with_layer_plugin(config)
