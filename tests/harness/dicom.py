@@ -17,11 +17,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pydicom import dcmread
-from pynetdicom import AE
+from pynetdicom import AE, _config
+from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import Verification
 
 CALLING_AET = "AUSCAT-PROBE"
 SUCCESS = 0x0000
+RAW_TIMEOUT_SECONDS = 5
 
 
 class AssociationError(Exception):
@@ -68,6 +70,29 @@ def store(
     finally:
         assoc.release()
     return statuses
+
+
+def store_raw(path: Path, host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET) -> int:
+    """C-STORE one file's dataset bytes exactly as they are, broken or not, over its own association.
+
+    Only the file meta group is read (for the presentation context). Returns the
+    DIMSE status, or -1 when the peer answered nothing (abort, closed connection).
+    """
+    meta, _ = split_dataset(path)
+    ae = AE(ae_title=calling_aet)
+    # A peer that cannot parse what it received may stay silent: give up on it quickly.
+    ae.dimse_timeout = ae.network_timeout = RAW_TIMEOUT_SECONDS
+    ae.add_requested_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])
+    assoc = _associate(ae, host, port, called_aet)
+    chunked = _config.STORE_SEND_CHUNKED_DATASET
+    _config.STORE_SEND_CHUNKED_DATASET = True  # send the bytes undecoded
+    try:
+        status = assoc.send_c_store(path)
+        return int(status.Status) if status and "Status" in status else -1
+    finally:
+        _config.STORE_SEND_CHUNKED_DATASET = chunked
+        if assoc.is_established:
+            assoc.release()
 
 
 def dataset_bytes(part10: bytes) -> bytes:

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 from tests.harness import dicom, phantoms
 from tests.harness.orthanc import Orthanc, Target
@@ -18,25 +17,14 @@ RESENDS = 5
 INSTANCES = 50
 
 
-@pytest.fixture(scope="module")
-def target() -> Target:
-    target = Target.from_environment()
-    if not target.dicom_port:
-        pytest.skip("ORTHANC_DICOM_PORT is not set")
-    return target
-
-
-@pytest.fixture(scope="module")
-def orthanc(target: Target) -> Orthanc:
-    return Orthanc(target.url, target.username, target.password)
-
-
 def test_twenty_workers_resending_one_study_store_it_exactly_once(
-    target: Target, orthanc: Orthanc, tmp_path: Path
+    target: Target, orthanc: Orthanc, tmp_path: Path, record
 ) -> None:
     study = phantoms.make_study(slices=INSTANCES - 1)
     paths = phantoms.write_study(study, tmp_path)
     assert len(paths) == INSTANCES
+
+    started = time.monotonic()
 
     def worker(_: int) -> list[int]:
         statuses: list[int] = []
@@ -47,12 +35,21 @@ def test_twenty_workers_resending_one_study_store_it_exactly_once(
     try:
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             results = [status for statuses in pool.map(worker, range(WORKERS)) for status in statuses]
-        assert len(results) == WORKERS * RESENDS * INSTANCES
-        assert set(results) == {dicom.SUCCESS}
+        elapsed = time.monotonic() - started
         patient = orthanc.patient_id_of(study.patient_id)
         assert patient is not None
-        assert len(orthanc.get(f"/patients/{patient}/studies").json()) == 1
-        assert len(orthanc.get(f"/patients/{patient}/instances").json()) == INSTANCES
+        stored = len(orthanc.get(f"/patients/{patient}/instances").json())
+        studies = len(orthanc.get(f"/patients/{patient}/studies").json())
+        record(
+            "concurrency",
+            {"workers": WORKERS, "resends": RESENDS, "instances": INSTANCES, "c_stores": len(results),
+             "failures": sum(status != dicom.SUCCESS for status in results), "studies": studies,
+             "instances_stored": stored, "seconds": round(elapsed, 1)},
+        )  # fmt: skip
+        assert len(results) == WORKERS * RESENDS * INSTANCES
+        assert set(results) == {dicom.SUCCESS}
+        assert studies == 1
+        assert stored == INSTANCES
     finally:
         patient = orthanc.patient_id_of(study.patient_id)
         if patient:

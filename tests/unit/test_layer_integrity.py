@@ -66,7 +66,7 @@ def test_truncated_pixel_data_is_refused(study: phantoms.Study) -> None:
 def test_missing_sop_instance_uid_is_refused(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.datasets[0])
     del dataset.SOPInstanceUID
-    with pytest.raises(auscat_integrity.Refusal, match="SOPInstanceUID is missing"):
+    with pytest.raises(auscat_integrity.Refusal, match="SOPInstanceUID is missing or empty"):
         auscat_integrity.check(part10(dataset))
 
 

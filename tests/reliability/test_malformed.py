@@ -1,0 +1,140 @@
+"""Malformed input: every broken file gets an error on every route, and nothing else is harmed.
+
+The corpus (tests/harness/corpus.py, over 200 files derived from the phantoms) goes over
+C-STORE, REST and DICOMweb STOW; requests declaring absurd Content-Lengths go over HTTP.
+Afterwards the same Orthanc process is still serving and a study stored before is intact.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.harness import corpus, dicom, stack
+from tests.harness.orthanc import Orthanc, Target
+from tests.harness.study import StoredStudy, assert_study_intact, send_study
+
+MINIMUM_CORPUS = 200
+SENDERS = 8
+BOUNDARY = "auscat-corpus"
+STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+REFERENCED_SOP_SEQUENCE = "00081199"
+DECLARED_LENGTHS = (2**20, 2**31, 2**40, 2**63 - 1, 10**23)
+
+
+def stow_body(data: bytes) -> bytes:
+    return (
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def stow_stored_something(reply: requests.Response) -> bool:
+    """A STOW answer stores an instance only when it is 2xx *and* references it (PS3.18 10.5.3)."""
+    if not reply.ok:
+        return False
+    try:
+        return bool(reply.json().get(REFERENCED_SOP_SEQUENCE, {}).get("Value"))
+    except ValueError:
+        return True  # an unreadable 2xx answer cannot be taken as a refusal
+
+
+def send(case: corpus.Case, route: str, target: Target, orthanc: Orthanc, path: Path) -> str | None:
+    """Send one case over one route; None when the sender was told it failed, else what it was told."""
+    if route == "cstore":
+        try:
+            status = dicom.store_raw(path, target.dicom_host, target.dicom_port, target.aet)
+        except (ValueError, KeyError, EOFError) as error:  # pragma: no cover - the corpus marks these HTTP-only
+            return f"could not be sent: {error!r}"
+        return None if status != dicom.SUCCESS else "C-STORE status 0x0000"
+    if route == "rest":
+        reply = orthanc.session.post(orthanc.url + "/instances", data=case.data, timeout=60)
+        return None if not reply.ok else f"HTTP {reply.status_code}"
+    reply = orthanc.session.post(
+        orthanc.url + "/dicom-web/studies",
+        data=stow_body(case.data),
+        headers={"Content-Type": STOW_TYPE, "Accept": "application/dicom+json"},
+        timeout=60,
+    )
+    return None if not stow_stored_something(reply) else f"HTTP {reply.status_code} referencing an instance"
+
+
+def declared_length_answer(target: Target, path: str, length: int, content_type: str) -> str:
+    """POST a kilobyte while declaring ``length`` bytes, close the sending side, return the status line."""
+    url = requests.utils.urlparse(target.url)
+    credentials = base64.b64encode(f"{target.username}:{target.password}".encode()).decode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: Basic {credentials}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port or 80), timeout=60) as connection:
+        connection.sendall(head.encode() + b"\0" * 1024)
+        connection.shutdown(socket.SHUT_WR)
+        try:
+            answer = connection.recv(256)
+        except OSError:
+            answer = b""
+    return answer.split(b"\r\n", 1)[0].decode(errors="replace") or "(connection closed, no answer)"
+
+
+@pytest.fixture(scope="module")
+def good_study(target: Target, orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory):
+    stored = send_study(target, tmp_path_factory.mktemp("good"), slices=10)
+    assert set(stored.statuses.values()) == {dicom.SUCCESS}
+    yield stored
+    patient = orthanc.patient_id_of(stored.study.patient_id)
+    if patient:
+        orthanc.delete(f"/patients/{patient}")
+
+
+def test_every_malformed_file_gets_an_error_and_the_server_keeps_serving(
+    target: Target, orthanc: Orthanc, docker_client, good_study: StoredStudy, tmp_path: Path, record
+) -> None:
+    cases = corpus.build()
+    assert len(cases) >= MINIMUM_CORPUS
+    container = stack.healthy_task_container(docker_client, target.service)
+    assert container is not None
+    instances_before = orthanc.get("/statistics").json()["CountInstances"]
+
+    jobs = []
+    for case in cases:
+        path = tmp_path / f"{case.name}.dcm"
+        path.write_bytes(case.data)
+        jobs.extend((case, route, path) for route in case.routes)
+    with ThreadPoolExecutor(max_workers=SENDERS) as pool:
+        answers = list(pool.map(lambda job: send(job[0], job[1], target, orthanc, job[2]), jobs))
+    accepted = [
+        f"{case.name} over {route}: {answer}" for (case, route, _), answer in zip(jobs, answers, strict=True) if answer
+    ]
+
+    declared = {
+        (path, length): declared_length_answer(target, path, length, content_type)
+        for path, content_type in (("/instances", "application/dicom"), ("/dicom-web/studies", STOW_TYPE))
+        for length in DECLARED_LENGTHS
+    }
+    accepted += [
+        f"POST {path} declaring {length} bytes: {line}"
+        for (path, length), line in declared.items()
+        if " 2" in line[8:11]
+    ]
+
+    after = stack.healthy_task_container(docker_client, target.service)
+    instances_after = orthanc.get("/statistics").json()["CountInstances"]
+    per_route = collections.Counter(route for _, route, _ in jobs)
+    record(
+        "malformed",
+        {"files": len(cases), "by_category": dict(collections.Counter(case.category for case in cases)),
+         "sends_by_route": dict(per_route), "declared_length_requests": len(declared),
+         "accepted": accepted, "same_container": after is not None and after.id == container.id,
+         "instances_before": instances_before, "instances_after": instances_after},
+    )  # fmt: skip
+    assert not accepted, f"{len(accepted)} malformed sends were not refused: {accepted[:10]}"
+    assert after is not None, "Orthanc has no healthy task after the corpus"
+    assert after.id == container.id, "the Orthanc container was replaced: it crashed"
+    assert instances_after == instances_before
+    assert_study_intact(orthanc, good_study)
