@@ -72,6 +72,40 @@ def store(
     return statuses
 
 
+def store_until_failure(
+    paths: Iterable[Path], host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET
+) -> dict[str, int]:
+    """C-STORE files over one association until the peer stops answering.
+
+    Returns the status of every file that got an answer; the rest were never acknowledged.
+    """
+    datasets = [dcmread(path) for path in paths]
+    ae = AE(ae_title=calling_aet)
+    ae.dimse_timeout = ae.network_timeout = RAW_TIMEOUT_SECONDS * 2
+    for sop_class, syntax in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [syntax])
+    statuses: dict[str, int] = {}
+    try:
+        assoc = _associate(ae, host, port, called_aet)
+    except AssociationError:
+        return statuses
+    try:
+        for ds in datasets:
+            if not assoc.is_established:
+                break
+            try:
+                status = assoc.send_c_store(ds)
+            except (RuntimeError, OSError):
+                break
+            if not status or "Status" not in status:
+                break
+            statuses[str(ds.SOPInstanceUID)] = int(status.Status)
+    finally:
+        if assoc.is_established:
+            assoc.release()
+    return statuses
+
+
 def store_raw(path: Path, host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET) -> int:
     """C-STORE one file's dataset bytes exactly as they are, broken or not, over its own association.
 
