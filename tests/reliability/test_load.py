@@ -1,0 +1,189 @@
+"""Sustained mixed load: ingest, retrieval and finds at once, for AUSCAT_LOAD_SECONDS (default 60).
+
+Two associations send fresh studies continuously (keeping the archive bounded by deleting
+each sender's older studies), two readers download instances of a reference study, one
+client runs /tools/find. Every operation must succeed; Orthanc's memory must stay under
+MEMORY_BOUND_BYTES; throughput and p95 latencies are recorded for docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import requests
+from pydicom.uid import generate_uid
+from pynetdicom import AE
+
+from tests.harness import dicom, phantoms, stack
+from tests.harness.orthanc import TIMEOUT_SECONDS, Orthanc, Target
+from tests.harness.study import StoredStudy, assert_study_intact, send_study
+from tests.reliability.conftest import int_setting
+
+SECONDS = int_setting("AUSCAT_LOAD_SECONDS", 60)
+SENDERS = 2
+READERS = 2
+STUDY_SLICES = 25
+KEEP_STUDIES = 3  # per sender; older ones are deleted to keep the archive bounded
+MEMORY_BOUND_BYTES = 512 * 1024**2
+MEMORY_SAMPLE_SECONDS = 2
+
+
+def p95(samples: list[float]) -> float:
+    return round(statistics.quantiles(samples, n=20)[-1] * 1000, 1) if len(samples) >= 20 else float("nan")
+
+
+class Load:
+    """Shared state of the workers: a deadline, error messages and per-operation latencies."""
+
+    def __init__(self, seconds: int) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.lock = threading.Lock()
+        self.errors: list[str] = []
+        self.latencies: dict[str, list[float]] = {"store": [], "read": [], "find": []}
+        self.stored_bytes = 0
+        self.memory: list[int] = []
+
+    def running(self) -> bool:
+        return time.monotonic() < self.deadline and len(self.errors) < 20
+
+    def timed(self, kind: str, action: Callable[[], bool], what: str) -> None:
+        started = time.monotonic()
+        try:
+            ok = action()
+        except (requests.RequestException, OSError, RuntimeError, ValueError) as error:
+            ok, what = False, f"{what}: {error!r}"
+        with self.lock:
+            if ok:
+                self.latencies[kind].append(time.monotonic() - started)
+            else:
+                self.errors.append(what)
+
+
+def fresh_copy(template: list, patient_id: str) -> list:
+    """The template study with new UIDs: new data for Orthanc without generating pixels again."""
+    study_uid, ct_series, rt_series = generate_uid(), generate_uid(), generate_uid()
+    datasets = []
+    for source in template:
+        dataset = copy.copy(source)
+        dataset.file_meta = copy.deepcopy(source.file_meta)
+        dataset.PatientID, dataset.StudyInstanceUID = patient_id, study_uid
+        dataset.SeriesInstanceUID = ct_series if dataset.Modality == "CT" else rt_series
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        datasets.append(dataset)
+    return datasets
+
+
+def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: Load) -> None:
+    kept: list[str] = []
+    ae = AE(ae_title=dicom.CALLING_AET)
+    for sop_class, syntax in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in template}:
+        ae.add_requested_context(sop_class, [syntax])
+    size = sum(len(ds.PixelData) for ds in template if "PixelData" in ds)
+    number = 0
+    while load.running():
+        number += 1
+        patient_id = f"LOAD-{index}-{number}-{generate_uid()[-8:]}"
+        assoc = ae.associate(target.dicom_host, target.dicom_port, ae_title=target.aet)
+        if not assoc.is_established:
+            load.errors.append(f"sender {index}: association refused")
+            return
+        try:
+            for dataset in fresh_copy(template, patient_id):
+                load.timed(
+                    "store", lambda ds=dataset, a=assoc: (s := a.send_c_store(ds)) and s.Status == 0, f"C-STORE {index}"
+                )
+        finally:
+            assoc.release()
+        with load.lock:
+            load.stored_bytes += size
+        kept.append(patient_id)
+        if len(kept) > KEEP_STUDIES:
+            patient = orthanc.patient_id_of(kept.pop(0))
+            if patient:
+                orthanc.delete(f"/patients/{patient}")
+    for patient_id in kept:
+        patient = orthanc.patient_id_of(patient_id)
+        if patient:
+            orthanc.delete(f"/patients/{patient}")
+
+
+def reader(orthanc: Orthanc, instances: list[str], load: Load, rng: random.Random) -> None:
+    while load.running():
+        instance = rng.choice(instances)
+        url = f"{orthanc.url}/instances/{instance}/file"
+        load.timed("read", lambda u=url: orthanc.session.get(u, timeout=TIMEOUT_SECONDS).ok, f"GET {url}")
+
+
+def finder(orthanc: Orthanc, patient_ids: list[str], load: Load, rng: random.Random) -> None:
+    while load.running():
+        query = {"Level": "Study", "Query": {"PatientID": rng.choice(patient_ids)}}
+        load.timed(
+            "find",
+            lambda q=query: (
+                len(orthanc.session.post(orthanc.url + "/tools/find", json=q, timeout=TIMEOUT_SECONDS).json()) == 1
+            ),
+            f"find {query}",
+        )
+
+
+def sampler(container, load: Load) -> None:
+    while load.running():
+        load.memory.append(container.stats(stream=False)["memory_stats"].get("usage", 0))
+        time.sleep(MEMORY_SAMPLE_SECONDS)
+
+
+def test_sustained_mixed_load_has_no_errors_and_bounded_memory(
+    target: Target, orthanc: Orthanc, docker_client, tmp_path, record
+) -> None:
+    reference: StoredStudy = send_study(target, tmp_path / "reference", slices=20)
+    assert set(reference.statuses.values()) == {dicom.SUCCESS}
+    instances = [orthanc.lookup(uid, "Instance") for uid in reference.md5_by_sop_uid]
+    template = phantoms.make_study(slices=STUDY_SLICES - 1).datasets
+    container = stack.healthy_task_container(docker_client, target.service)
+    assert container is not None
+    rng = random.Random(SECONDS)  # noqa: S311 - which instance to read, not cryptography
+    load = Load(SECONDS)
+    workers = [
+        *(threading.Thread(target=sender, args=(i, target, orthanc, template, load)) for i in range(SENDERS)),
+        *(threading.Thread(target=reader, args=(orthanc, instances, load, rng)) for _ in range(READERS)),
+        threading.Thread(target=finder, args=(orthanc, [reference.study.patient_id], load, rng)),
+        threading.Thread(target=sampler, args=(container, load)),
+    ]
+    started = time.monotonic()
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        elapsed = time.monotonic() - started
+        after = stack.healthy_task_container(docker_client, target.service)
+        figures = {
+            "seconds": round(elapsed, 1),
+            "errors": len(load.errors),
+            "first_errors": load.errors[:5],
+            "stored_instances": len(load.latencies["store"]),
+            "ingest_instances_per_s": round(len(load.latencies["store"]) / elapsed, 1),
+            "ingest_mb_per_s": round(load.stored_bytes / elapsed / 1e6, 1),
+            "reads": len(load.latencies["read"]),
+            "finds": len(load.latencies["find"]),
+            "p95_ms": {kind: p95(samples) for kind, samples in load.latencies.items()},
+            "peak_memory_mib": round(max(load.memory, default=0) / 2**20),
+            "memory_bound_mib": MEMORY_BOUND_BYTES // 2**20,
+            "same_container": after is not None and after.id == container.id,
+        }
+        record("load", figures)
+        assert not load.errors, f"{len(load.errors)} failed operations: {load.errors[:5]}"
+        assert all(load.latencies.values()), "some kind of operation never ran"
+        assert load.memory, "memory was never sampled"
+        assert max(load.memory) < MEMORY_BOUND_BYTES
+        assert figures["same_container"], "Orthanc restarted under load"
+        assert_study_intact(orthanc, reference)
+    finally:
+        patient = orthanc.patient_id_of(reference.study.patient_id)
+        if patient:
+            orthanc.delete(f"/patients/{patient}")
