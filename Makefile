@@ -4,7 +4,10 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/simulation/hosts.yml
-SCENARIOS ?= default upgrade
+SCENARIOS ?= default upgrade reliability
+# The long variant of the reliability scenario (make reliability).
+LONG_CRASH_TRIALS ?= 30
+LONG_LOAD_SECONDS ?= 600
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
@@ -12,11 +15,11 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
-	@echo "make test       lint + unit tests + Molecule default scenario"
+	@echo "make test       lint + unit tests + Molecule scenarios ($(SCENARIOS))"
 	@echo "make lint       ruff, yamllint, ansible-lint"
 	@echo "make unit       unit tests of the image layer and the test harness"
 	@echo "make molecule   molecule test of each scenario in SCENARIOS ($(SCENARIOS))"
-	@echo "make reliability  longer attacks on a deployed stack (default: the simulation stack on this host)"
+	@echo "make reliability  the reliability scenario with $(LONG_CRASH_TRIALS) crash trials and $(LONG_LOAD_SECONDS) s of load"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,9 +46,10 @@ unit: venv
 molecule: venv
 	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
 
-# Not part of `make test`: they load the stack for a minute or more.
+# Not part of `make test`: the long variant of the reliability scenario (about 25 minutes).
 reliability: venv
-	ORTHANC_DICOM_PORT=$${ORTHANC_DICOM_PORT:-4242} $(BIN)/pytest tests/reliability
+	AUSCAT_CRASH_TRIALS=$(LONG_CRASH_TRIALS) AUSCAT_LOAD_SECONDS=$(LONG_LOAD_SECONDS) \
+	  $(BIN)/molecule test -s reliability
 
 clean-venv:
 	rm -rf $(VENV)

@@ -96,6 +96,8 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
         ({"RegisteredUsers": {"admin": ""}}, "RegisteredUsers must be an object"),
         ({"DicomAet": "A-VERY-LONG-AE-TITLE"}, "DicomAet"),
         ({"PythonScript": "/srv/mine.py"}, "PythonScript"),
+        ({"MaximumStorageSize": 1000}, "MaximumStorageSize set without"),
+        ({"MaximumPatientCount": 10, "MaximumStorageMode": "Recycle"}, "would delete the oldest patients"),
         ({"Plugins": "/usr/share/orthanc/plugins"}, "Plugins must be a list"),
         ({"AusCAT": {"IntegrityCheck": "no"}}, "AusCAT.IntegrityCheck must be true or false"),
     ],
@@ -104,6 +106,13 @@ def test_invalid_settings_are_refused(override: dict, message: str) -> None:
     merged = auscat_config.merge(auscat_config.load(DEFAULT), override)
     with pytest.raises(auscat_config.ConfigError, match=message):
         auscat_config.validate(merged, "secret")
+
+
+def test_a_storage_limit_that_refuses_new_data_is_allowed() -> None:
+    merged = auscat_config.merge(
+        auscat_config.load(DEFAULT), {"MaximumStorageSize": 1000, "MaximumStorageMode": "Reject"}
+    )
+    auscat_config.validate(merged, "secret")
 
 
 def test_no_users_is_allowed_when_authentication_is_off() -> None:

@@ -110,6 +110,14 @@ def validate(config: dict[str, Any], source: str) -> None:
         if key in config and not isinstance(config[key], bool):
             problems.append(f"{key} must be true or false, not {config[key]!r}")
 
+    # Research data is never deleted to make room: a storage or patient limit must refuse new data.
+    limited = [key for key in ("MaximumStorageSize", "MaximumPatientCount") if config.get(key, 0) not in (0, None)]
+    if limited and config.get("MaximumStorageMode", "Recycle") != "Reject":
+        problems.append(
+            f'{" and ".join(limited)} set without "MaximumStorageMode": "Reject": Orthanc would delete'
+            " the oldest patients to make room"
+        )
+
     plugins = config.get("Plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(plugin, str) for plugin in plugins):
         problems.append("Plugins must be a list of paths")
