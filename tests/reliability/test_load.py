@@ -51,17 +51,18 @@ class Load:
     def running(self) -> bool:
         return time.monotonic() < self.deadline and len(self.errors) < 20
 
-    def timed(self, kind: str, action: Callable[[], bool], what: str) -> None:
+    def timed(self, kind: str, action: Callable[[], str | None], what: str) -> None:
+        """Run one operation; ``action`` returns None on success, else what went wrong."""
         started = time.monotonic()
         try:
-            ok = action()
+            problem = action()
         except (requests.RequestException, OSError, RuntimeError, ValueError) as error:
-            ok, what = False, f"{what}: {error!r}"
+            problem = repr(error)
         with self.lock:
-            if ok:
+            if problem is None:
                 self.latencies[kind].append(time.monotonic() - started)
             else:
-                self.errors.append(what)
+                self.errors.append(f"{what}: {problem}")
 
 
 def fresh_copy(template: list, patient_id: str) -> list:
@@ -76,6 +77,19 @@ def fresh_copy(template: list, patient_id: str) -> list:
         dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         datasets.append(dataset)
     return datasets
+
+
+def c_store(assoc, dataset) -> str | None:
+    status = assoc.send_c_store(dataset)
+    if not status or "Status" not in status:
+        return "no answer"
+    return None if status.Status == dicom.SUCCESS else f"status 0x{status.Status:04X}"
+
+
+def http_ok(reply: requests.Response, expect: Callable[[requests.Response], bool] = lambda _: True) -> str | None:
+    if not reply.ok:
+        return f"HTTP {reply.status_code}: {reply.text[:200]}"
+    return None if expect(reply) else f"unexpected answer: {reply.text[:200]}"
 
 
 def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: Load) -> None:
@@ -94,9 +108,7 @@ def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: L
             return
         try:
             for dataset in fresh_copy(template, patient_id):
-                load.timed(
-                    "store", lambda ds=dataset, a=assoc: (s := a.send_c_store(ds)) and s.Status == 0, f"C-STORE {index}"
-                )
+                load.timed("store", lambda ds=dataset, a=assoc: c_store(a, ds), f"C-STORE {index}")
         finally:
             assoc.release()
         with load.lock:
@@ -116,7 +128,7 @@ def reader(orthanc: Orthanc, instances: list[str], load: Load, rng: random.Rando
     while load.running():
         instance = rng.choice(instances)
         url = f"{orthanc.url}/instances/{instance}/file"
-        load.timed("read", lambda u=url: orthanc.session.get(u, timeout=TIMEOUT_SECONDS).ok, f"GET {url}")
+        load.timed("read", lambda u=url: http_ok(orthanc.session.get(u, timeout=TIMEOUT_SECONDS)), f"GET {url}")
 
 
 def finder(orthanc: Orthanc, patient_ids: list[str], load: Load, rng: random.Random) -> None:
@@ -124,8 +136,9 @@ def finder(orthanc: Orthanc, patient_ids: list[str], load: Load, rng: random.Ran
         query = {"Level": "Study", "Query": {"PatientID": rng.choice(patient_ids)}}
         load.timed(
             "find",
-            lambda q=query: (
-                len(orthanc.session.post(orthanc.url + "/tools/find", json=q, timeout=TIMEOUT_SECONDS).json()) == 1
+            lambda q=query: http_ok(
+                orthanc.session.post(orthanc.url + "/tools/find", json=q, timeout=TIMEOUT_SECONDS),
+                lambda reply: len(reply.json()) == 1,
             ),
             f"find {query}",
         )
