@@ -47,6 +47,7 @@ class Load:
         self.latencies: dict[str, list[float]] = {"store": [], "read": [], "find": []}
         self.stored_bytes = 0
         self.memory: list[int] = []
+        self.sent_uids: set[str] = set()
 
     def running(self) -> bool:
         return time.monotonic() < self.deadline and len(self.errors) < 20
@@ -70,8 +71,7 @@ def fresh_copy(template: list, patient_id: str) -> list:
     study_uid, ct_series, rt_series = generate_uid(), generate_uid(), generate_uid()
     datasets = []
     for source in template:
-        dataset = copy.copy(source)
-        dataset.file_meta = copy.deepcopy(source.file_meta)
+        dataset = copy.deepcopy(source)  # a shallow copy would share (and race on) the template's elements
         dataset.PatientID, dataset.StudyInstanceUID = patient_id, study_uid
         dataset.SeriesInstanceUID = ct_series if dataset.Modality == "CT" else rt_series
         dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -106,13 +106,15 @@ def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: L
         if not assoc.is_established:
             load.errors.append(f"sender {index}: association refused")
             return
+        datasets = fresh_copy(template, patient_id)
         try:
-            for dataset in fresh_copy(template, patient_id):
+            for dataset in datasets:
                 load.timed("store", lambda ds=dataset, a=assoc: c_store(a, ds), f"C-STORE {index}")
         finally:
             assoc.release()
         with load.lock:
             load.stored_bytes += size
+            load.sent_uids.update(str(ds.SOPInstanceUID) for ds in datasets)
         kept.append(patient_id)
         if len(kept) > KEEP_STUDIES:
             patient = orthanc.patient_id_of(kept.pop(0))
@@ -180,6 +182,7 @@ def test_sustained_mixed_load_has_no_errors_and_bounded_memory(
             "errors": len(load.errors),
             "first_errors": load.errors[:5],
             "stored_instances": len(load.latencies["store"]),
+            "distinct_instances_sent": len(load.sent_uids),
             "ingest_instances_per_s": round(len(load.latencies["store"]) / elapsed, 1),
             "ingest_mb_per_s": round(load.stored_bytes / elapsed / 1e6, 1),
             "reads": len(load.latencies["read"]),
@@ -192,6 +195,7 @@ def test_sustained_mixed_load_has_no_errors_and_bounded_memory(
         record("load", figures)
         assert not load.errors, f"{len(load.errors)} failed operations: {load.errors[:5]}"
         assert all(load.latencies.values()), "some kind of operation never ran"
+        assert len(load.sent_uids) == len(load.latencies["store"]), "the load re-sent instances instead of new ones"
         assert load.memory, "memory was never sampled"
         assert max(load.memory) < MEMORY_BOUND_BYTES
         assert figures["same_container"], "Orthanc restarted under load"
