@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import collections
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ SENDERS = 8
 BOUNDARY = "auscat-corpus"
 STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 REFERENCED_SOP_SEQUENCE = "00081199"
+ASSOCIATION_PATIENCE_SECONDS = 120
 DECLARED_LENGTHS = (2**20, 2**31, 2**40, 2**63 - 1, 10**23)
 
 
@@ -47,10 +49,17 @@ def stow_stored_something(reply: requests.Response) -> bool:
 def send(case: corpus.Case, route: str, target: Target, orthanc: Orthanc, path: Path) -> str | None:
     """Send one case over one route; None when the sender was told it failed, else what it was told."""
     if route == "cstore":
-        try:
-            status = dicom.store_raw(path, target.dicom_host, target.dicom_port, target.aet)
-        except (ValueError, KeyError, EOFError) as error:  # pragma: no cover - the corpus marks these HTTP-only
-            return f"could not be sent: {error!r}"
+        # Orthanc's DICOM threads may all be waiting on earlier broken associations: retry the
+        # association (never the verdict) until the file has really been offered.
+        deadline = time.monotonic() + ASSOCIATION_PATIENCE_SECONDS
+        while True:
+            try:
+                status = dicom.store_raw(path, target.dicom_host, target.dicom_port, target.aet)
+                break
+            except dicom.AssociationError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
         return None if status != dicom.SUCCESS else "C-STORE status 0x0000"
     if route == "rest":
         reply = orthanc.session.post(orthanc.url + "/instances", data=case.data, timeout=60)
