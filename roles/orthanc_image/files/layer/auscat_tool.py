@@ -20,6 +20,13 @@ from auscat_client import Client
 
 PAGE = 1000
 ROUNDTRIP_PATIENT = "AUSCAT-ROUNDTRIP"
+# An 8 x 8 grey ramp: the round trip stores a complete Secondary Capture image, which passes the
+# layer's integrity check like any instance must.
+ROUNDTRIP_PNG = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAAAAADhZOFXAAAAI0lEQVR4nGNggAEBKGBQgAIGAyhgcIAChgAo"
+    "YEiAAoYCKAAAO1cOAa4O4hwAAAAASUVORK5CYII="
+)
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 
 def instance_ids(client: Client) -> list[str]:
@@ -62,8 +69,10 @@ def roundtrip(client: Client) -> dict[str, Any]:
                 "PatientName": "ROUNDTRIP",
                 "PatientIdentityRemoved": "YES",
                 "Modality": "OT",
+                "SOPClassUID": SECONDARY_CAPTURE,
                 "StudyDescription": "AusCAT health gate",
-            }
+            },
+            "Content": ROUNDTRIP_PNG,
         },
     )
     instance = created["ID"]
