@@ -7,6 +7,7 @@ indexed (orphans) are counted; playbooks/orphans.yml then moves them out of the 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +123,13 @@ def test_orphans_playbook_moves_orphans_out_and_keeps_the_data(
     assert set(dicom.store(files, target.dicom_host, target.dicom_port, target.aet).values()) == {dicom.SUCCESS}
     # An orphan as a crash leaves it: a stored file that no index entry refers to.
     planted = data_dir / "ff" / "ee" / "ffee0000-0000-4000-8000-000000000001"
-    planted.parent.mkdir(parents=True, exist_ok=True)
+    made = [directory for directory in (planted.parent.parent, planted.parent) if not directory.exists()]
+    owner = data_dir.stat()
+    for directory in made:
+        directory.mkdir()
+        # As Orthanc would have made them: a directory of root's here would make every later
+        # instance whose UUID starts with these digits fail to store (found by the load attack).
+        os.chown(directory, owner.st_uid, owner.st_gid)
     planted.write_bytes(b"written, never indexed")
     quarantine = tmp_path / "quarantine"
     try:
@@ -145,4 +152,7 @@ def test_orphans_playbook_moves_orphans_out_and_keeps_the_data(
         assert not missing_or_changed(orthanc, stored)
     finally:
         planted.unlink(missing_ok=True)
+        for directory in reversed(made):
+            if directory.exists() and not any(directory.iterdir()):
+                directory.rmdir()
         delete_patients(orthanc, [study])
