@@ -32,7 +32,7 @@ def crash(figures: dict) -> str:
          max((t["recovery_s"] for t in trials), default="")]
     )  # fmt: skip
     header = ["trial", "kill after (s)", "sent", "acknowledged", "stored", "acknowledged lost",
-              "index entries without file", "orphans (cumulative)", "back healthy (s)"]  # fmt: skip
+              "index entries without file", "orphans (cumulative)", "healthy again (s)"]  # fmt: skip
     return table(header, rows)
 
 
