@@ -49,6 +49,14 @@ def echo(host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = C
         assoc.release()
 
 
+def storage_ae(datasets: Iterable, calling_aet: str = CALLING_AET) -> AE:
+    """An AE offering each SOP class only in its datasets' transfer syntax, so they travel as encoded."""
+    ae = AE(ae_title=calling_aet)
+    for sop_class, syntax in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
+        ae.add_requested_context(sop_class, [syntax])
+    return ae
+
+
 def store(
     paths: Iterable[Path], host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET
 ) -> dict[str, int]:
@@ -58,9 +66,7 @@ def store(
     travels exactly as encoded in the file.
     """
     datasets = [dcmread(path) for path in paths]
-    ae = AE(ae_title=calling_aet)
-    for sop_class, syntax in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
-        ae.add_requested_context(sop_class, [syntax])
+    ae = storage_ae(datasets, calling_aet)
     assoc = _associate(ae, host, port, called_aet)
     statuses: dict[str, int] = {}
     try:
@@ -80,10 +86,8 @@ def store_until_failure(
     Returns the status of every file that got an answer; the rest were never acknowledged.
     """
     datasets = [dcmread(path) for path in paths]
-    ae = AE(ae_title=calling_aet)
+    ae = storage_ae(datasets, calling_aet)
     ae.dimse_timeout = ae.network_timeout = RAW_TIMEOUT_SECONDS * 2
-    for sop_class, syntax in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
-        ae.add_requested_context(sop_class, [syntax])
     statuses: dict[str, int] = {}
     try:
         assoc = _associate(ae, host, port, called_aet)

@@ -94,6 +94,12 @@ class Orthanc:
                 return match["ID"]
         return None
 
+    def delete_patient(self, patient_id: str) -> None:
+        """Delete the patient with this PatientID, if Orthanc has it."""
+        resource = self.patient_id_of(patient_id)
+        if resource:
+            self.delete(f"/patients/{resource}")
+
     def patient_id_of(self, patient_id: str) -> str | None:
         found = self.post("/tools/find", json={"Level": "Patient", "Query": {"PatientID": patient_id}}).json()
         return found[0] if found else None

@@ -50,9 +50,7 @@ def phantom_cleanup(orthanc: Orthanc) -> Iterator[list[str]]:
     patient_ids: list[str] = []
     yield patient_ids
     for patient_id in patient_ids:
-        resource = orthanc.patient_id_of(patient_id)
-        if resource:
-            orthanc.delete(f"/patients/{resource}")
+        orthanc.delete_patient(patient_id)
 
 
 @pytest.fixture(scope="session")

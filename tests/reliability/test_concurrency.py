@@ -51,6 +51,4 @@ def test_twenty_workers_resending_one_study_store_it_exactly_once(
         assert studies == 1
         assert stored == INSTANCES
     finally:
-        patient = orthanc.patient_id_of(study.patient_id)
-        if patient:
-            orthanc.delete(f"/patients/{patient}")
+        orthanc.delete_patient(study.patient_id)

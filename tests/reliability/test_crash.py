@@ -48,9 +48,7 @@ def scan(orthanc: Orthanc, data_dir: Path) -> dict:
 
 def delete_patients(orthanc: Orthanc, studies: list[phantoms.Study]) -> None:
     for study in studies:
-        patient = orthanc.patient_id_of(study.patient_id)
-        if patient:
-            orthanc.delete(f"/patients/{patient}")
+        orthanc.delete_patient(study.patient_id)
 
 
 def trial(number: int, target: Target, orthanc: Orthanc, docker_client, data_dir: Path, directory: Path, rng) -> dict:

@@ -104,6 +104,4 @@ def test_full_disk_refuses_loses_nothing_and_recovers_without_restart(
         assert_study_intact(orthanc, after_study)
     finally:
         for each in studies:
-            patient = orthanc.patient_id_of(each.patient_id)
-            if patient:
-                orthanc.delete(f"/patients/{patient}")
+            orthanc.delete_patient(each.patient_id)

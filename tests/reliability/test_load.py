@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import requests
 from pydicom.uid import generate_uid
-from pynetdicom import AE
 
 from tests.harness import dicom, phantoms, stack
 from tests.harness.orthanc import TIMEOUT_SECONDS, Orthanc, Target
@@ -94,9 +93,7 @@ def http_ok(reply: requests.Response, expect: Callable[[requests.Response], bool
 
 def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: Load) -> None:
     kept: list[str] = []
-    ae = AE(ae_title=dicom.CALLING_AET)
-    for sop_class, syntax in {(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in template}:
-        ae.add_requested_context(sop_class, [syntax])
+    ae = dicom.storage_ae(template)
     size = sum(len(ds.PixelData) for ds in template if "PixelData" in ds)
     number = 0
     while load.running():
@@ -117,13 +114,9 @@ def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: L
             load.sent_uids.update(str(ds.SOPInstanceUID) for ds in datasets)
         kept.append(patient_id)
         if len(kept) > KEEP_STUDIES:
-            patient = orthanc.patient_id_of(kept.pop(0))
-            if patient:
-                orthanc.delete(f"/patients/{patient}")
+            orthanc.delete_patient(kept.pop(0))
     for patient_id in kept:
-        patient = orthanc.patient_id_of(patient_id)
-        if patient:
-            orthanc.delete(f"/patients/{patient}")
+        orthanc.delete_patient(patient_id)
 
 
 def reader(orthanc: Orthanc, instances: list[str], load: Load, rng: random.Random) -> None:
@@ -201,6 +194,4 @@ def test_sustained_mixed_load_has_no_errors_and_bounded_memory(
         assert figures["same_container"], "Orthanc restarted under load"
         assert_study_intact(orthanc, reference)
     finally:
-        patient = orthanc.patient_id_of(reference.study.patient_id)
-        if patient:
-            orthanc.delete(f"/patients/{patient}")
+        orthanc.delete_patient(reference.study.patient_id)

@@ -96,9 +96,7 @@ def good_study(target: Target, orthanc: Orthanc, tmp_path_factory: pytest.TempPa
     stored = send_study(target, tmp_path_factory.mktemp("good"), slices=10)
     assert set(stored.statuses.values()) == {dicom.SUCCESS}
     yield stored
-    patient = orthanc.patient_id_of(stored.study.patient_id)
-    if patient:
-        orthanc.delete(f"/patients/{patient}")
+    orthanc.delete_patient(stored.study.patient_id)
 
 
 def test_every_malformed_file_gets_an_error_and_the_server_keeps_serving(
