@@ -5,10 +5,14 @@ The probes run against any deployed AusCAT Orthanc:
     ORTHANC_URL          REST base URL (default http://127.0.0.1:8042)
     ORTHANC_USERNAME     a registered user (default orthanc)
     ORTHANC_PASSWORD     its password (default orthanc)
+    ORTHANC_CREDENTIALS_FILE  JSON {"username": ..., "password": ...}, read instead of the two above
+    ORTHANC_CA_FILE      CA certificate that an https ORTHANC_URL must chain to (default: system CAs)
     ORTHANC_AET          Orthanc's AE title (default ORTHANC)
     ORTHANC_DICOM_HOST   host of the published DICOM port (default: the host of ORTHANC_URL)
     ORTHANC_DICOM_PORT   published DICOM port; unset when 4242 is not published on the host
     ORTHANC_STACK        Swarm stack name, for probes from the stack network (needs the Docker socket)
+    ORTHANC_SENDER_IP    address on the stack network that probes send DICOM from (an allow-listed sender's)
+    ORTHANC_SENDER_AET   AE title that probes send DICOM as (default AUSCAT-PROBE)
     ORTHANC_STACK_FILE   rendered stack file, for the redeploy probe (default /etc/auscat/<stack>.yml)
     ORTHANC_ALLOW_RESTART=1     allow the persistence probes to restart and redeploy the service
     AUSCAT_PROBES_REQUIRE_ALL=1 a probe whose setting is missing fails instead of being skipped
@@ -16,8 +20,11 @@ The probes run against any deployed AusCAT Orthanc:
 
 from __future__ import annotations
 
+import json
 import os
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
@@ -37,16 +44,22 @@ class Target:
     stack_file: str | None
     allow_restart: bool
     require_all: bool
+    ca_file: str | None = None
+    sender_ip: str | None = None
+    sender_aet: str = "AUSCAT-PROBE"
 
     @classmethod
     def from_environment(cls, env: os._Environ[str] | dict[str, str] = os.environ) -> Target:
         url = env.get("ORTHANC_URL", "http://127.0.0.1:8042").rstrip("/")
         stack = env.get("ORTHANC_STACK") or None
         port = env.get("ORTHANC_DICOM_PORT") or None
+        credentials = {"username": env.get("ORTHANC_USERNAME", "orthanc"), "password": env.get("ORTHANC_PASSWORD")}
+        if env.get("ORTHANC_CREDENTIALS_FILE"):
+            credentials = json.loads(Path(env["ORTHANC_CREDENTIALS_FILE"]).read_text(encoding="utf-8"))
         return cls(
             url=url,
-            username=env.get("ORTHANC_USERNAME", "orthanc"),
-            password=env.get("ORTHANC_PASSWORD", "orthanc"),
+            username=credentials["username"],
+            password=credentials["password"] or "orthanc",
             aet=env.get("ORTHANC_AET", "ORTHANC"),
             dicom_host=env.get("ORTHANC_DICOM_HOST") or urlparse(url).hostname or "127.0.0.1",
             dicom_port=int(port) if port else None,
@@ -54,7 +67,19 @@ class Target:
             stack_file=env.get("ORTHANC_STACK_FILE") or (f"/etc/auscat/{stack}.yml" if stack else None),
             allow_restart=env.get("ORTHANC_ALLOW_RESTART") == "1",
             require_all=env.get("AUSCAT_PROBES_REQUIRE_ALL") == "1",
+            ca_file=env.get("ORTHANC_CA_FILE") or None,
+            sender_ip=env.get("ORTHANC_SENDER_IP") or None,
+            sender_aet=env.get("ORTHANC_SENDER_AET") or "AUSCAT-PROBE",
         )
+
+    @property
+    def verify(self) -> str | bool:
+        """What requests verifies the server's certificate against."""
+        return self.ca_file or True
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The same trust for clients that take an SSL context (httpx, pyorthanc)."""
+        return ssl.create_default_context(cafile=self.ca_file)
 
     @property
     def service(self) -> str | None:
@@ -68,11 +93,16 @@ class Target:
 class Orthanc:
     """Authenticated REST calls; every call raises on an HTTP error."""
 
-    def __init__(self, url: str, username: str | None, password: str | None) -> None:
+    def __init__(self, url: str, username: str | None, password: str | None, verify: str | bool = True) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        self.session.verify = verify
         if username is not None:
             self.session.auth = (username, password or "")
+
+    @classmethod
+    def for_target(cls, target: Target) -> Orthanc:
+        return cls(target.url, target.username, target.password, target.verify)
 
     def get(self, path: str, **kwargs) -> requests.Response:
         reply = self.session.get(self.url + path, timeout=TIMEOUT_SECONDS, **kwargs)

@@ -44,19 +44,22 @@ def service_image(client: docker.DockerClient, service: str) -> str:
 
 
 def run_on_stack_network(
-    client: docker.DockerClient, service: str, network: str, probe_dir: Path, args: list[str]
+    client: docker.DockerClient, service: str, network: str, probe_dir: Path, args: list[str], ip: str | None = None
 ) -> tuple[int, str]:
-    """Run the sender in a throwaway container on the stack network; returns (exit code, output)."""
-    container = client.containers.run(
+    """Run the sender in a throwaway container on the stack network, at address ``ip`` if given
+    (an allow-listed sender's); returns (exit code, output)."""
+    endpoint = client.api.create_endpoint_config(ipv4_address=ip) if ip else None
+    container = client.containers.create(
         service_image(client, service),
         entrypoint=["python3", "-m", "auscat_dicom", *args],
         environment={"PYTHONPATH": "/probe/lib"},
         network=network,
+        networking_config={network: endpoint} if endpoint else None,
         volumes={str(probe_dir): {"bind": "/probe", "mode": "ro"}},
         labels={"org.auscat.probe": "true"},
-        detach=True,
     )
     try:
+        container.start()
         result = container.wait(timeout=300)
         return int(result["StatusCode"]), container.logs().decode()
     finally:

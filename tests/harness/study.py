@@ -6,7 +6,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.harness import dicom, phantoms
+import docker
+
+from tests.harness import dicom, phantoms, stack
 from tests.harness.orthanc import Orthanc, Target
 
 
@@ -28,6 +30,35 @@ def send_study(target: Target, directory: Path, slices: int = 20) -> StoredStudy
     study = phantoms.make_study(slices=slices)
     paths = phantoms.write_study(study, directory)
     statuses = dicom.store(paths, target.dicom_host, target.dicom_port, target.aet)
+    md5 = {
+        str(ds.SOPInstanceUID): dataset_md5(path.read_bytes()) for ds, path in zip(study.datasets, paths, strict=True)
+    }
+    return StoredStudy(study, md5, statuses)
+
+
+def send_study_from_stack_network(
+    target: Target, client: docker.DockerClient, probe_dir: Path, slices: int = 20
+) -> StoredStudy:
+    """Generate a phantom study and C-STORE it from a container on the stack network, as the
+    allow-listed sender (ORTHANC_SENDER_IP, ORTHANC_SENDER_AET) would."""
+    study = phantoms.make_study(slices=slices)
+    directory = probe_dir / f"study-{study.patient_id}"
+    paths = phantoms.write_study(study, directory)
+    files = [f"/probe/{directory.name}/{path.name}" for path in paths]
+    code, output = stack.run_on_stack_network(
+        client,
+        target.service,
+        target.network,
+        probe_dir,
+        ["store", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet, *files],
+        ip=target.sender_ip,
+    )
+    statuses = {
+        uid: int(status, 16)
+        for status, uid in (line.split() for line in output.splitlines() if line[:4].isalnum() and " " in line)
+    }
+    if code not in (0, 1):
+        raise AssertionError(f"the sender on the stack network failed ({code}): {output}")
     md5 = {
         str(ds.SOPInstanceUID): dataset_md5(path.read_bytes()) for ds, path in zip(study.datasets, paths, strict=True)
     }

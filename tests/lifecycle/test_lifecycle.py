@@ -31,7 +31,7 @@ def target() -> Target:
 
 @pytest.fixture(scope="module")
 def orthanc(target: Target) -> Orthanc:
-    return Orthanc(target.url, target.username, target.password)
+    return Orthanc.for_target(target)
 
 
 @pytest.fixture(scope="module")

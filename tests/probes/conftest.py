@@ -10,7 +10,7 @@ import pytest
 
 from tests.harness import stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.harness.study import StoredStudy, send_study
+from tests.harness.study import StoredStudy, send_study, send_study_from_stack_network
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +30,7 @@ def need(target: Target, setting: str, value: object) -> None:
 
 @pytest.fixture(scope="session")
 def orthanc(target: Target) -> Orthanc:
-    return Orthanc(target.url, target.username, target.password)
+    return Orthanc.for_target(target)
 
 
 @pytest.fixture(scope="session")
@@ -54,9 +54,16 @@ def phantom_cleanup(orthanc: Orthanc) -> Iterator[list[str]]:
 
 
 @pytest.fixture(scope="session")
-def stored_study(target: Target, tmp_path_factory: pytest.TempPathFactory, phantom_cleanup: list[str]) -> StoredStudy:
-    """A CT series of 20 slices and its RTSTRUCT, sent over the published DICOM port."""
-    need(target, "ORTHANC_DICOM_PORT", target.dicom_port)
-    stored = send_study(target, tmp_path_factory.mktemp("phantom"))
+def stored_study(
+    target: Target, tmp_path_factory: pytest.TempPathFactory, phantom_cleanup: list[str], request: pytest.FixtureRequest
+) -> StoredStudy:
+    """A CT series of 20 slices and its RTSTRUCT, sent over the published DICOM port or, where
+    4242 is not published, from the allow-listed sender's address on the stack network."""
+    if target.dicom_port or not target.sender_ip:
+        need(target, "ORTHANC_DICOM_PORT", target.dicom_port)
+        stored = send_study(target, tmp_path_factory.mktemp("phantom"))
+    else:
+        client = request.getfixturevalue("docker_client")
+        stored = send_study_from_stack_network(target, client, request.getfixturevalue("probe_dir"))
     phantom_cleanup.append(stored.study.patient_id)
     return stored

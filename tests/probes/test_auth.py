@@ -13,7 +13,9 @@ ROUTES = ["/system", "/patients", "/instances", "/app/explorer.html", "/dicom-we
 def status_of(target: Target, route: str, auth: tuple[str, str] | None) -> int:
     method = "POST" if route == "/tools/find" else "GET"
     body = {"Level": "Patient", "Query": {}} if method == "POST" else None
-    reply = requests.request(method, target.url + route, auth=auth, json=body, timeout=TIMEOUT_SECONDS)
+    reply = requests.request(
+        method, target.url + route, auth=auth, json=body, timeout=TIMEOUT_SECONDS, verify=target.verify
+    )
     return reply.status_code
 
 

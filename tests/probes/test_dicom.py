@@ -26,7 +26,12 @@ def test_c_echo_from_stack_network_reaches_orthanc_by_name(
     target: Target, docker_client: docker.DockerClient, probe_dir: Path
 ) -> None:
     code, output = stack.run_on_stack_network(
-        docker_client, target.service, target.network, probe_dir, ["echo", "orthanc", "4242", "--aet", target.aet]
+        docker_client,
+        target.service,
+        target.network,
+        probe_dir,
+        ["echo", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet],
+        ip=target.sender_ip,
     )
     assert code == 0, output
     assert "0000 C-ECHO" in output
@@ -48,7 +53,8 @@ def test_c_store_from_stack_network_stores_the_study(
         target.service,
         target.network,
         probe_dir,
-        ["store", "orthanc", "4242", "--aet", target.aet, *files],
+        ["store", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet, *files],
+        ip=target.sender_ip,
     )
     assert code == 0, output
     assert output.count("0000 ") == 21, output

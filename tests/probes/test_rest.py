@@ -51,7 +51,9 @@ def test_rtstruct_references_the_stored_ct_series(orthanc: Orthanc, stored_study
 
 
 def test_rest_only_client_finds_and_downloads_the_series(target: Target, stored_study: StoredStudy) -> None:
-    client = pyorthanc.Orthanc(target.url, username=target.username, password=target.password)
+    client = pyorthanc.Orthanc(
+        target.url, username=target.username, password=target.password, verify=target.ssl_context()
+    )
     found = pyorthanc.find_series(client, query={"SeriesInstanceUID": stored_study.study.ct_series_uid})
     assert len(found) == 1
     archive = zipfile.ZipFile(io.BytesIO(found[0].get_zip()))

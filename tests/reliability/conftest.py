@@ -27,7 +27,7 @@ def target() -> Target:
 
 @pytest.fixture(scope="session")
 def orthanc(target: Target) -> Orthanc:
-    return Orthanc(target.url, target.username, target.password)
+    return Orthanc.for_target(target)
 
 
 @pytest.fixture(scope="session")

@@ -100,6 +100,11 @@ def test_unreadable_file_is_named(tmp_path: Path) -> None:
         ({"MaximumPatientCount": 10, "MaximumStorageMode": "Recycle"}, "would delete the oldest patients"),
         ({"Plugins": "/usr/share/orthanc/plugins"}, "Plugins must be a list"),
         ({"AusCAT": {"IntegrityCheck": "no"}}, "AusCAT.IntegrityCheck must be true or false"),
+        ({"AusCAT": {"AnonymisationGate": 1}}, "AusCAT.AnonymisationGate must be true or false"),
+        ({"AusCAT": {"Profile": "prod"}}, "AusCAT.Profile must be one of simulation, production"),
+        ({"AusCAT": {"IdentifyingAttributes": "PatientAddress"}}, "must be a list of DICOM keywords"),
+        ({"AusCAT": {"IdentifyingAttributes": ["PatientAdress"]}}, "not DICOM keywords: 'PatientAdress'"),
+        ({"AuthenticationEnabled": False, "RemoteAccessAllowed": True}, "anyone could read the archive"),
     ],
 )
 def test_invalid_settings_are_refused(override: dict, message: str) -> None:
@@ -127,8 +132,9 @@ def test_entrypoint_writes_a_private_merged_config_and_execs_orthanc(tmp_path: P
     monkeypatch.setattr(auscat_entrypoint, "MERGED_CONFIG", merged)
     calls = []
     monkeypatch.setattr(auscat_entrypoint.os, "execvp", lambda binary, argv: calls.append(argv))
+    monkeypatch.setattr(auscat_entrypoint, "forbid_new_privileges", lambda: calls.append("no_new_privs"))
     auscat_entrypoint.main(["--verbose"])
-    assert calls == [["Orthanc", "--verbose", str(merged)]]
+    assert calls == ["no_new_privs", ["Orthanc", "--verbose", str(merged)]]
     assert json.loads(merged.read_text())["RegisteredUsers"] == {"site": "pw-1234567890abcd"}
     assert merged.stat().st_mode & 0o777 == 0o600
 
@@ -149,3 +155,72 @@ def test_check_config_reads_standard_input(monkeypatch, capsys) -> None:
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO('{"Name": "Site"}'))
     assert auscat_entrypoint.main(["--check-config", "-"]) == 0
     assert "valid" in capsys.readouterr().out
+
+
+# A configuration meeting the production profile; each test below breaks one guarantee.
+PRODUCTION = {
+    "AusCAT": {"Profile": "production", "AnonymisationGate": True},
+    "RegisteredUsers": {"researcher": "Tq8-vL2p-Xw4n-Rb7s"},
+    "RemoteAccessAllowed": True,
+    "AuthenticationEnabled": True,
+    "ExecuteLuaEnabled": False,
+    "RestApiWriteToFileSystemEnabled": False,
+    "WebDavEnabled": False,
+    "DicomAlwaysAllowEcho": False,
+    "DicomAlwaysAllowStore": False,
+    "DicomCheckCalledAet": True,
+    "DicomCheckModalityHost": True,
+    "LimitFindResults": 1000,
+    "LimitFindInstances": 10000,
+    "DicomModalities": {"ctp": {"AET": "CTP", "Host": "10.0.0.5", "Port": 104}},
+}
+
+
+def test_production_configuration_is_valid() -> None:
+    auscat_config.validate(auscat_config.merge(auscat_config.load(DEFAULT), PRODUCTION), "secret")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"RegisteredUsers": {"site": "admin"}}, "password of user 'site' is a known default"),
+        ({"RegisteredUsers": {"pacs": "Orthanc"}}, "password of user 'pacs' is a known default"),
+        ({"RegisteredUsers": {"a": "a-very-secure-password"}}, "password of user 'a' is a known default"),
+        ({"RegisteredUsers": {"r": "CHANGE-ME-to-a-long-random-password"}}, "still the example's placeholder"),
+        ({"RegisteredUsers": {"r": "Short-but-random"[:15]}}, "shorter than 16 characters"),
+        ({"AuthenticationEnabled": False}, "AuthenticationEnabled must be true in production"),
+        ({"ExecuteLuaEnabled": True}, "ExecuteLuaEnabled must be false"),
+        ({"RestApiWriteToFileSystemEnabled": True}, "RestApiWriteToFileSystemEnabled must be false"),
+        ({"WebDavEnabled": True}, "WebDavEnabled must be false"),
+        ({"DicomAlwaysAllowEcho": True}, "DicomAlwaysAllowEcho must be false"),
+        ({"DicomAlwaysAllowStore": True}, "DicomAlwaysAllowStore must be false"),
+        ({"DicomCheckCalledAet": False}, "DicomCheckCalledAet must be true"),
+        ({"DicomCheckModalityHost": False}, "DicomCheckModalityHost must be true"),
+        ({"LimitFindResults": 0}, "LimitFindResults must be a positive number"),
+        ({"LimitFindInstances": None}, "LimitFindInstances must be a positive number"),
+        ({"DicomModalities": {}}, "DicomModalities is empty"),
+    ],
+)
+def test_production_refuses_weak_settings(override: dict, message: str) -> None:
+    config = {key: value for key, value in {**PRODUCTION, **override}.items() if value is not None}
+    with pytest.raises(auscat_config.ConfigError, match=message) as refused:
+        auscat_config.validate(auscat_config.merge(auscat_config.load(DEFAULT), config), "secret")
+    for password in config["RegisteredUsers"].values():
+        assert password not in str(refused.value)
+
+
+def test_simulation_profile_keeps_its_sample_password() -> None:
+    auscat_config.validate(auscat_config.load(DEFAULT), "default")
+
+
+def test_check_config_requires_the_profile_asked_for(monkeypatch, capsys) -> None:
+    monkeypatch.setattr(auscat_entrypoint, "DEFAULT_CONFIG", DEFAULT)
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO('{"Name": "Site"}'))
+    assert auscat_entrypoint.main(["--check-config", "-", "--profile", "production"]) == 2
+    assert "declares profile 'simulation', not 'production'" in capsys.readouterr().err
+
+
+def test_tls_without_its_certificate_file_is_refused(tmp_path: Path) -> None:
+    secret = write(tmp_path / "secret.json", json.dumps({"SslEnabled": True, "SslCertificate": "/absent.pem"}))
+    with pytest.raises(auscat_config.ConfigError, match=r"SslCertificate '/absent\.pem' is not a file"):
+        auscat_config.build(DEFAULT, secret)

@@ -28,7 +28,29 @@ FIXED_SETTINGS: dict[str, Any] = {
 # Orthanc's Python plugin runs the layer's checks (auscat_plugin.py) on every upload route.
 PYTHON_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPython.so"
 LAYER_SECTION = "AusCAT"
-LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck",)
+LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck", "AnonymisationGate")
+PROFILES = ("simulation", "production")
+
+# The production profile: settings of the Orthanc Book's "Securing Orthanc" that must hold,
+# with Orthanc's own default for a setting that is absent.
+PRODUCTION_SETTINGS: dict[str, tuple[Any, Any]] = {
+    # key: (required value, Orthanc's default)
+    "AuthenticationEnabled": (True, True),
+    "ExecuteLuaEnabled": (False, False),
+    "RestApiWriteToFileSystemEnabled": (False, False),
+    "WebDavEnabled": (False, True),
+    "DicomAlwaysAllowEcho": (False, True),
+    "DicomAlwaysAllowStore": (False, True),
+    "DicomCheckCalledAet": (True, False),
+    "DicomCheckModalityHost": (True, False),
+}
+PRODUCTION_LIMITS = ("LimitFindResults", "LimitFindInstances")
+MIN_PASSWORD_LENGTH = 16
+# Passwords from Orthanc's and AusCAT's samples and the usual defaults; compared case-insensitively.
+KNOWN_PASSWORDS = frozenset(
+    ("admin", "orthanc", "password", "a-very-secure-password", "changeme", "secret", "research", "auscat")
+)
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me")
 
 BOOLEAN_SETTINGS = (
     "AuthenticationEnabled",
@@ -41,6 +63,9 @@ BOOLEAN_SETTINGS = (
     "DicomCheckCalledAet",
     "ExecuteLuaEnabled",
     "StorageCompression",
+    "RestApiWriteToFileSystemEnabled",
+    "WebDavEnabled",
+    "DicomCheckModalityHost",
 )
 
 MAX_AET_LENGTH = 16
@@ -122,21 +147,20 @@ def validate(config: dict[str, Any], source: str) -> None:
     if not isinstance(plugins, list) or not all(isinstance(plugin, str) for plugin in plugins):
         problems.append("Plugins must be a list of paths")
 
-    section = config.get(LAYER_SECTION, {})
-    if not isinstance(section, dict):
-        problems.append(f"{LAYER_SECTION} must be an object")
-    else:
-        for key in LAYER_BOOLEAN_SETTINGS:
-            if key in section and not isinstance(section[key], bool):
-                problems.append(f"{LAYER_SECTION}.{key} must be true or false, not {section[key]!r}")
+    problems.extend(layer_section_problems(config.get(LAYER_SECTION, {})))
 
     users = config.get("RegisteredUsers", {})
     if not isinstance(users, dict) or not all(
         isinstance(name, str) and isinstance(password, str) and name and password for name, password in users.items()
     ):
         problems.append("RegisteredUsers must be an object of non-empty user names to password strings")
+        users = {}
     elif config.get("AuthenticationEnabled", True) and not users:
         problems.append("AuthenticationEnabled is true but RegisteredUsers is empty: nobody could log in")
+    if config.get("RemoteAccessAllowed", False) and not config.get("AuthenticationEnabled", True):
+        problems.append("RemoteAccessAllowed is true but AuthenticationEnabled is false: anyone could read the archive")
+    if profile(config) == "production":
+        problems.extend(production_problems(config, users))
 
     aet = config.get("DicomAet", "ORTHANC")
     if not isinstance(aet, str) or not 0 < len(aet) <= MAX_AET_LENGTH:
@@ -144,6 +168,70 @@ def validate(config: dict[str, Any], source: str) -> None:
 
     if problems:
         raise ConfigError(source, "; ".join(problems))
+
+
+def profile(config: dict[str, Any]) -> str:
+    section = config.get(LAYER_SECTION, {})
+    return section.get("Profile", "simulation") if isinstance(section, dict) else "simulation"
+
+
+def layer_section_problems(section: Any) -> list[str]:
+    """Problems of the "AusCAT" section, read by the layer's plugin."""
+    if not isinstance(section, dict):
+        return [f"{LAYER_SECTION} must be an object"]
+    problems = [
+        f"{LAYER_SECTION}.{key} must be true or false, not {section[key]!r}"
+        for key in LAYER_BOOLEAN_SETTINGS
+        if key in section and not isinstance(section[key], bool)
+    ]
+    if section.get("Profile", "simulation") not in PROFILES:
+        problems.append(f"{LAYER_SECTION}.Profile must be one of {', '.join(PROFILES)}, not {section['Profile']!r}")
+    if "IdentifyingAttributes" in section:
+        import auscat_anonymity
+
+        keywords = section["IdentifyingAttributes"]
+        if not isinstance(keywords, list):
+            problems.append(f"{LAYER_SECTION}.IdentifyingAttributes must be a list of DICOM keywords")
+        else:
+            try:
+                auscat_anonymity.identifying_tags(keywords)
+            except ValueError as error:
+                problems.append(f"{LAYER_SECTION}.IdentifyingAttributes: {error}")
+    return problems
+
+
+def password_problem(user: str, password: str) -> str | None:
+    """Why a password is unfit for production, naming the user and never the password."""
+    lowered = password.lower()
+    if lowered in KNOWN_PASSWORDS or lowered == user.lower():
+        return f"the password of user {user!r} is a known default or equals the user name"
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        return f"the password of user {user!r} is still the example's placeholder"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"the password of user {user!r} is shorter than {MIN_PASSWORD_LENGTH} characters"
+    return None
+
+
+def production_problems(config: dict[str, Any], users: dict[str, str]) -> list[str]:
+    """What keeps a configuration from the production profile's guarantees."""
+    problems = [
+        f"{key} must be {json.dumps(required)} in production"
+        for key, (required, default) in PRODUCTION_SETTINGS.items()
+        if config.get(key, default) != required
+    ]
+    for key in PRODUCTION_LIMITS:
+        value = config.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            problems.append(f"{key} must be a positive number in production (0 means unlimited)")
+    problems.extend(
+        f"RegisteredUsers: {problem}"
+        for user, password in users.items()
+        if (problem := password_problem(user, password)) is not None
+    )
+    modalities = config.get("DicomModalities", {})
+    if not isinstance(modalities, dict) or not modalities:
+        problems.append("DicomModalities is empty: in production only listed senders (CTP) may store")
+    return problems
 
 
 def with_layer_plugin(config: dict[str, Any]) -> dict[str, Any]:
@@ -162,4 +250,8 @@ def build(default_path: Path, secret_path: Path) -> dict[str, Any]:
         config = merge(config, load(secret_path))
         source = f"{default_path} + {secret_path}"
     validate(config, source)
+    if config.get("SslEnabled", False):
+        certificate = Path(str(config.get("SslCertificate", "")))
+        if not certificate.is_file():
+            raise ConfigError(source, f"SslEnabled is true but SslCertificate {str(certificate)!r} is not a file")
     return with_layer_plugin(config)

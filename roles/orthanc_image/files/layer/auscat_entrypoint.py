@@ -1,14 +1,17 @@
 """Entrypoint of the AusCAT Orthanc image.
 
 Merges the baked default configuration with the Swarm secret, validates it,
-writes the result where only the Orthanc user can read it and execs Orthanc.
+writes the result where only the Orthanc user can read it and execs Orthanc with
+no_new_privs set, so neither Orthanc nor anything it starts can gain privileges.
 ``--check-config FILE`` (``-`` for standard input) validates a would-be secret
-against this image without starting anything.
+against this image without starting anything; ``--profile NAME`` also requires the
+configuration to declare that profile ("AusCAT": {"Profile": NAME}).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import sys
@@ -20,6 +23,7 @@ DEFAULT_CONFIG = Path(os.environ.get("AUSCAT_DEFAULT_CONFIG", "/etc/auscat/ortha
 SECRET_CONFIG = Path(os.environ.get("AUSCAT_SECRET_CONFIG", "/run/secrets/orthanc.json"))
 MERGED_CONFIG = Path(os.environ.get("AUSCAT_MERGED_CONFIG", "/run/auscat/orthanc.json"))
 ORTHANC_BINARY = os.environ.get("AUSCAT_ORTHANC_BINARY", "Orthanc")
+PR_SET_NO_NEW_PRIVS = 38
 
 
 def write_private(path: Path, config: dict) -> None:
@@ -33,7 +37,7 @@ def write_private(path: Path, config: dict) -> None:
     temporary.replace(path)
 
 
-def check(candidate: str) -> int:
+def check(candidate: str, profile: str | None) -> int:
     """Validate a would-be secret merged over this image's default."""
     if candidate == "-":
         override = auscat_config.parse(sys.stdin.read(), "<secret on standard input>")
@@ -43,22 +47,36 @@ def check(candidate: str) -> int:
         source = candidate
     merged = auscat_config.merge(auscat_config.load(DEFAULT_CONFIG), override)
     auscat_config.validate(merged, source)
-    print(f"auscat: {source}: configuration is valid")
+    declared = auscat_config.profile(merged)
+    if profile and declared != profile:
+        raise auscat_config.ConfigError(
+            source, f'declares profile {declared!r}, not {profile!r} ("AusCAT": {{"Profile": ...}})'
+        )
+    print(f"auscat: {source}: configuration is valid for profile {declared}")
     return 0
+
+
+def forbid_new_privileges() -> None:
+    """Set no_new_privs (inherited by Orthanc and its children, never cleared): setuid binaries stay inert."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auscat-entrypoint", description=__doc__)
     parser.add_argument("--check-config", metavar="FILE", help="validate FILE (or - for stdin) and exit")
+    parser.add_argument("--profile", choices=auscat_config.PROFILES, help="with --check-config: required profile")
     args, orthanc_args = parser.parse_known_args(argv)
     try:
         if args.check_config:
-            return check(args.check_config)
+            return check(args.check_config, args.profile)
         config = auscat_config.build(DEFAULT_CONFIG, SECRET_CONFIG)
         write_private(MERGED_CONFIG, config)
     except auscat_config.ConfigError as error:
         print(f"auscat: configuration error: {error}", file=sys.stderr)
         return 2
+    forbid_new_privileges()
     os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])  # noqa: S606 - exec, no shell
     return 1  # not reached: execvp replaces the process or raises
 

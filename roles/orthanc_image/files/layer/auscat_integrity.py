@@ -174,8 +174,8 @@ def check_pixel_data(dataset: pydicom.Dataset) -> None:
     check_pixel_module(dataset)
 
 
-def check(data: bytes) -> None:
-    """Raise Refusal when the file must not be stored."""
+def check(data: bytes) -> pydicom.Dataset:
+    """Raise Refusal when the file must not be stored; returns the parsed dataset otherwise."""
     check_file_meta(data)
     dataset = read(data)
     uid = str(dataset.get("SOPInstanceUID", ""))
@@ -185,3 +185,4 @@ def check(data: bytes) -> None:
     except Refusal as refusal:
         refusal.sop_instance_uid = uid
         raise
+    return dataset

@@ -2,13 +2,16 @@
 
     inventory [--list]  counts at each level and a digest over every instance's stored MD5
     roundtrip           create an instance through REST, read it back, compare, delete it
+    scan                apply the layer's rules, with the anonymisation gate on, to every stored
+                        instance and list those that would be refused today (exit status 3)
 
-Both print one JSON object and exit non-zero when Orthanc does not answer as expected.
+Each prints one JSON object and exits non-zero when Orthanc does not answer as expected.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -16,7 +19,8 @@ import time
 import urllib.error
 from typing import Any
 
-from auscat_client import Client
+from auscat_client import MERGED_CONFIG, Client
+from auscat_rules import Refusal, Rules
 
 PAGE = 1000
 ROUNDTRIP_PATIENT = "AUSCAT-ROUNDTRIP"
@@ -27,6 +31,7 @@ ROUNDTRIP_PNG = (
     "YEiAAoYCKAAAO1cOAa4O4hwAAAAASUVORK5CYII="
 )
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+FINDINGS = 3
 
 
 def instance_ids(client: Client) -> list[str]:
@@ -86,21 +91,41 @@ def roundtrip(client: Client) -> dict[str, Any]:
     return {"roundtrip": "ok", "seconds": round(time.monotonic() - started, 3)}
 
 
+def scan(client: Client, rules: Rules) -> dict[str, Any]:
+    """Every stored instance that the rules, with the gate on, would refuse; rules and UIDs only, no values."""
+    rules = dataclasses.replace(rules, anonymisation=True)
+    findings = []
+    ids = instance_ids(client)
+    for instance in ids:
+        try:
+            rules.check(client.call("GET", f"/instances/{instance}/file"))
+        except Refusal as refused:
+            findings.append({"instance": instance, "sop_instance_uid": refused.sop_instance_uid, "rule": refused.rule})
+    return {"scanned": len(ids), "refused": len(findings), "rules": rules.describe(), "instances": findings}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auscat-tool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     inventory_parser = sub.add_parser("inventory")
     inventory_parser.add_argument("--list", action="store_true", help="include every instance's MD5")
     sub.add_parser("roundtrip")
+    sub.add_parser("scan")
     args = parser.parse_args(argv)
     try:
-        client = Client.from_merged_config()
-        result = inventory(client, args.list) if args.command == "inventory" else roundtrip(client)
+        config = json.loads(MERGED_CONFIG.read_text(encoding="utf-8"))
+        client = Client(config)
+        if args.command == "inventory":
+            result = inventory(client, args.list)
+        elif args.command == "roundtrip":
+            result = roundtrip(client)
+        else:
+            result = scan(client, Rules.from_config(config))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
         print(json.dumps({"error": f"{args.command} failed: {error}"}))
         return 1
     print(json.dumps(result))
-    return 0
+    return FINDINGS if result.get("refused") else 0
 
 
 if __name__ == "__main__":
