@@ -11,14 +11,22 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 TIMEOUT_SECONDS = 1200
 
 
-def run_playbook(playbook: str, extra_vars: dict | None = None) -> subprocess.CompletedProcess:
-    """ansible-playbook playbooks/<playbook>; output in .stdout/.stderr, never raises on failure."""
+def run_playbook(
+    playbook: str, extra_vars: dict | None = None, vars_file: Path | None = None, verbosity: int = 0
+) -> subprocess.CompletedProcess:
+    """ansible-playbook playbooks/<playbook>; output in .stdout/.stderr, never raises on failure.
+
+    Secrets go in ``vars_file`` (passed as -e @file), never in ``extra_vars`` (the command line)."""
     inventory = os.environ.get("AUSCAT_INVENTORY")
     assert inventory, "AUSCAT_INVENTORY must name the inventory of the deployed stack"
     env = {**os.environ, "ANSIBLE_CONFIG": str(REPOSITORY / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
     command = ["ansible-playbook", "-i", inventory, f"playbooks/{playbook}"]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
+    if vars_file:
+        command += ["-e", f"@{vars_file}"]
+    if verbosity:
+        command.append("-" + "v" * verbosity)
     return subprocess.run(
         command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
     )
