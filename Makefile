@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/simulation/hosts.yml
-SCENARIOS ?= default upgrade reliability
+SCENARIOS ?= default production upgrade reliability
 # The long variant of the reliability scenario (make reliability).
 LONG_CRASH_TRIALS ?= 30
 LONG_LOAD_SECONDS ?= 600
@@ -44,7 +44,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 molecule: venv
-	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule test -s $$scenario; done
+	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule reset -s $$scenario; $(BIN)/molecule test -s $$scenario; done
 
 # Not part of `make test`: the long variant of the reliability scenario (about 25 minutes).
 reliability: venv
