@@ -96,6 +96,9 @@ class Orthanc:
     def __init__(self, url: str, username: str | None, password: str | None, verify: str | bool = True) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        # Not the environment's CA bundle (REQUESTS_CA_BUNDLE would override session.verify): only
+        # ``verify``. The session talks to one Orthanc and needs no proxy or netrc from the environment.
+        self.session.trust_env = False
         self.session.verify = verify
         if username is not None:
             self.session.auth = (username, password or "")
