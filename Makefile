@@ -43,6 +43,7 @@ lint: venv
 unit: venv
 	$(BIN)/pytest tests/unit
 
+# reset: Molecule remembers a scenario as prepared across runs; each run starts from scratch.
 molecule: venv
 	set -e; for scenario in $(SCENARIOS); do $(BIN)/molecule reset -s $$scenario; $(BIN)/molecule test -s $$scenario; done
 

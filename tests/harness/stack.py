@@ -17,6 +17,8 @@ from pathlib import Path
 import docker
 
 HEALTH_TIMEOUT_SECONDS = 240
+ATTACH_ATTEMPTS = 3
+ATTACH_RETRY_SECONDS = 5
 
 
 def _copy_distribution(name: str, target: Path) -> None:
@@ -47,23 +49,35 @@ def run_on_stack_network(
     client: docker.DockerClient, service: str, network: str, probe_dir: Path, args: list[str], ip: str | None = None
 ) -> tuple[int, str]:
     """Run the sender in a throwaway container on the stack network, at address ``ip`` if given
-    (an allow-listed sender's); returns (exit code, output)."""
+    (an allow-listed sender's); returns (exit code, output).
+
+    Attaching to a Swarm overlay network can time out in the engine ("attaching to network failed
+    ... context deadline exceeded"), for instance while the previous holder of the same address is
+    still being detached; the sender then never ran, so the attachment is tried again."""
     endpoint = client.api.create_endpoint_config(ipv4_address=ip) if ip else None
-    container = client.containers.create(
-        service_image(client, service),
-        entrypoint=["python3", "-m", "auscat_dicom", *args],
-        environment={"PYTHONPATH": "/probe/lib"},
-        network=network,
-        networking_config={network: endpoint} if endpoint else None,
-        volumes={str(probe_dir): {"bind": "/probe", "mode": "ro"}},
-        labels={"org.auscat.probe": "true"},
-    )
-    try:
-        container.start()
-        result = container.wait(timeout=300)
-        return int(result["StatusCode"]), container.logs().decode()
-    finally:
-        container.remove(force=True)
+    for attempt in range(1, ATTACH_ATTEMPTS + 1):
+        container = client.containers.create(
+            service_image(client, service),
+            entrypoint=["python3", "-m", "auscat_dicom", *args],
+            environment={"PYTHONPATH": "/probe/lib"},
+            network=network,
+            networking_config={network: endpoint} if endpoint else None,
+            volumes={str(probe_dir): {"bind": "/probe", "mode": "ro"}},
+            labels={"org.auscat.probe": "true"},
+        )
+        try:
+            try:
+                container.start()
+            except docker.errors.APIError as error:
+                if "attaching to network failed" not in str(error) or attempt == ATTACH_ATTEMPTS:
+                    raise
+                time.sleep(ATTACH_RETRY_SECONDS)
+                continue
+            result = container.wait(timeout=300)
+            return int(result["StatusCode"]), container.logs().decode()
+        finally:
+            container.remove(force=True)
+    raise AssertionError("not reached: the last attempt returns or raises")
 
 
 def healthy_task_container(client: docker.DockerClient, service: str):
