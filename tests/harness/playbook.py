@@ -19,7 +19,13 @@ def run_playbook(
     Secrets go in ``vars_file`` (passed as -e @file), never in ``extra_vars`` (the command line)."""
     inventory = os.environ.get("AUSCAT_INVENTORY")
     assert inventory, "AUSCAT_INVENTORY must name the inventory of the deployed stack"
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPOSITORY / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    # Molecule's verifier exports ANSIBLE_FORCE_COLOR, which beats NOCOLOR: plain text needs both.
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPOSITORY / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_FORCE_COLOR": "0",
+    }
     command = ["ansible-playbook", "-i", inventory, f"playbooks/{playbook}"]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
