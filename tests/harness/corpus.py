@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import random
 import struct
 import sys
@@ -37,12 +36,6 @@ class Case:
     category: str
     data: bytes
     routes: tuple[str, ...]
-
-
-def part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def meta_end(data: bytes) -> int:
@@ -188,11 +181,11 @@ def _absurd(source: Dataset) -> list[Case]:
     for name, change in changes:
         dataset = copy.deepcopy(source)
         change(dataset)
-        cases.append(Case(f"absurd-{name}", "absurd dimensions", part10(dataset), ALL_ROUTES))
+        cases.append(Case(f"absurd-{name}", "absurd dimensions", phantoms.part10(dataset), ALL_ROUTES))
     # Values pydicom refuses to write: encode a valid one, then overwrite its bytes.
     framed = copy.deepcopy(source)
     framed.NumberOfFrames = 99
-    data = part10(framed)
+    data = phantoms.part10(framed)
     value_at = _element_offset(data, 0x00280008, meta_end(data)) + 8
     for text in (b"-1", b"ab", b"1\\"):
         patched = data[:value_at] + text + data[value_at + 2 :]
@@ -220,7 +213,7 @@ def build(study: phantoms.Study | None = None) -> list[Case]:
     study = study or phantoms.make_study(slices=1)
     ct, rtstruct = study.ct[0], study.rtstruct
     assert rtstruct is not None
-    ct_bytes, rtstruct_bytes = part10(ct), part10(rtstruct)
+    ct_bytes, rtstruct_bytes = phantoms.part10(ct), phantoms.part10(rtstruct)
     rng = random.Random(SEED)  # noqa: S311 - reproducible noise, not cryptography
     return [
         *_truncated(ct_bytes, rtstruct_bytes, rng),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,6 +213,13 @@ def make_study(slices: int = 20, patient_id: str | None = None) -> Study:
     study.ct = [_ct_slice(study, index, slices) for index in range(slices)]
     study.rtstruct = _rtstruct(study)
     return study
+
+
+def part10(dataset: Dataset) -> bytes:
+    """The dataset as a DICOM Part 10 file, in memory."""
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
 
 
 def write_study(study: Study, directory: Path) -> list[Path]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import docker
 
 from tests.harness import dicom, phantoms, stack
 from tests.harness.orthanc import Orthanc, Target
+
+# A line of the sender's output: "<status hex> <SOPInstanceUID>".
+SENDER_STATUS = re.compile(r"^([0-9a-f]{4}) ([0-9.]+)$", re.MULTILINE)
 
 
 @dataclass
@@ -53,10 +57,7 @@ def send_study_from_stack_network(
         ["store", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet, *files],
         ip=target.sender_ip,
     )
-    statuses = {
-        uid: int(status, 16)
-        for status, uid in (line.split() for line in output.splitlines() if line[:4].isalnum() and " " in line)
-    }
+    statuses = {match[2]: int(match[1], 16) for match in SENDER_STATUS.finditer(output)}
     if code not in (0, 1):
         raise AssertionError(f"the sender on the stack network failed ({code}): {output}")
     md5 = {

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import docker
 
-from tests.harness import dicom, phantoms, stack
+from tests.harness import dicom, stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.harness.study import StoredStudy
+from tests.harness.study import StoredStudy, send_study_from_stack_network
 from tests.probes.conftest import need
 
 
@@ -44,20 +44,11 @@ def test_c_store_from_stack_network_stores_the_study(
     probe_dir: Path,
     phantom_cleanup: list[str],
 ) -> None:
-    study = phantoms.make_study(slices=20)
-    phantoms.write_study(study, probe_dir / "network-study")
+    stored = send_study_from_stack_network(target, docker_client, probe_dir)
+    study = stored.study
     phantom_cleanup.append(study.patient_id)
-    files = [f"/probe/network-study/{path.name}" for path in study.paths]
-    code, output = stack.run_on_stack_network(
-        docker_client,
-        target.service,
-        target.network,
-        probe_dir,
-        ["store", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet, *files],
-        ip=target.sender_ip,
-    )
-    assert code == 0, output
-    assert output.count("0000 ") == 21, output
+    assert len(stored.statuses) == 21, stored.statuses
+    assert set(stored.statuses.values()) == {dicom.SUCCESS}, stored.statuses
     patient = orthanc.patient_id_of(study.patient_id)
     assert patient is not None, f"PatientID {study.patient_id} was not stored"
     assert len(orthanc.get(f"/patients/{patient}/instances").json()) == 21

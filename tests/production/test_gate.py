@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import uuid
 from pathlib import Path
 
@@ -27,12 +26,6 @@ def identifiable(kind: str) -> Dataset:
     return dataset
 
 
-def part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
-
-
 def assert_not_stored(orthanc: Orthanc, dataset: Dataset) -> None:
     assert orthanc.lookup(str(dataset.SOPInstanceUID), "Instance") is None
     assert orthanc.patient_id_of(str(dataset.PatientID)) is None
@@ -44,7 +37,7 @@ def test_identifiable_instance_is_refused_over_c_store(
 ) -> None:
     dataset = identifiable(kind)
     name = f"gate-{uuid.uuid4().hex[:8]}.dcm"
-    (probe_dir / name).write_bytes(part10(dataset))
+    (probe_dir / name).write_bytes(phantoms.part10(dataset))
     args = ["store", "orthanc", "4242", "--aet", target.aet, "--calling-aet", target.sender_aet, f"/probe/{name}"]
     code, output = stack.run_on_stack_network(
         docker_client, target.service, target.network, probe_dir, args, ip=target.sender_ip
@@ -57,7 +50,7 @@ def test_identifiable_instance_is_refused_over_c_store(
 @pytest.mark.parametrize("kind", ["unmarked", "address"])
 def test_identifiable_instance_is_refused_over_rest(target: Target, orthanc: Orthanc, kind: str) -> None:
     dataset = identifiable(kind)
-    reply = orthanc.session.post(target.url + "/instances", data=part10(dataset), timeout=TIMEOUT_SECONDS)
+    reply = orthanc.session.post(target.url + "/instances", data=phantoms.part10(dataset), timeout=TIMEOUT_SECONDS)
     assert reply.status_code == 400, reply.text
     assert_not_stored(orthanc, dataset)
 
@@ -67,7 +60,7 @@ def test_identifiable_instance_is_refused_over_stow(target: Target, orthanc: Ort
     dataset = identifiable(kind)
     body = (
         f"--{STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + part10(dataset)
+        + phantoms.part10(dataset)
         + f"\r\n--{STOW_BOUNDARY}--\r\n".encode()
     )
     reply = orthanc.session.post(
@@ -84,7 +77,7 @@ def test_refusal_is_logged_with_uid_and_rule_never_the_value(
     target: Target, orthanc: Orthanc, docker_client: docker.DockerClient
 ) -> None:
     dataset = identifiable("address")
-    reply = orthanc.session.post(target.url + "/instances", data=part10(dataset), timeout=TIMEOUT_SECONDS)
+    reply = orthanc.session.post(target.url + "/instances", data=phantoms.part10(dataset), timeout=TIMEOUT_SECONDS)
     assert reply.status_code == 400
     container = stack.healthy_task_container(docker_client, target.service)
     logs = container.logs().decode(errors="replace")
@@ -95,6 +88,6 @@ def test_refusal_is_logged_with_uid_and_rule_never_the_value(
 def test_de_identified_instance_is_stored_over_rest(target: Target, orthanc: Orthanc, phantom_cleanup: list) -> None:
     dataset = phantoms.make_study(slices=1).ct[0]
     phantom_cleanup.append(str(dataset.PatientID))
-    reply = orthanc.session.post(target.url + "/instances", data=part10(dataset), timeout=TIMEOUT_SECONDS)
+    reply = orthanc.session.post(target.url + "/instances", data=phantoms.part10(dataset), timeout=TIMEOUT_SECONDS)
     assert reply.status_code == 200, reply.text
     assert orthanc.lookup(str(dataset.SOPInstanceUID), "Instance") is not None

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import copy
-import io
 import re
 
 import pytest
-from pydicom.dataset import Dataset
 
 from tests.harness import phantoms
 from tests.harness.orthanc import Orthanc, Target
 from tests.harness.playbook import run_playbook
-
-
-def part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +24,7 @@ def test_scan_reports_identifiable_instances_by_uid_and_rule(orthanc: Orthanc) -
     addressed.PatientAddress = "12 Example Street, Sydney"
     try:
         for dataset in (clean, unmarked, addressed):
-            orthanc.post("/instances", data=part10(dataset))  # the gate is off in this scenario
+            orthanc.post("/instances", data=phantoms.part10(dataset))  # the gate is off in this scenario
         result = run_playbook("scan.yml")
         assert result.returncode == 0, result.stdout + result.stderr
         output = " ".join((result.stdout + result.stderr).split())  # Ansible folds long messages at spaces

@@ -11,7 +11,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from tests.harness import phantoms
-from tests.unit.test_layer_integrity import part10
 
 GATE = auscat_rules.Rules(anonymisation=True, identifying=auscat_anonymity.identifying_tags(
     auscat_anonymity.DEFAULT_IDENTIFYING_ATTRIBUTES
@@ -25,7 +24,7 @@ def study() -> phantoms.Study:
 
 def test_de_identified_phantoms_pass(study: phantoms.Study) -> None:
     for dataset in study.datasets:
-        GATE.check(part10(dataset))
+        GATE.check(phantoms.part10(dataset))
 
 
 @pytest.mark.parametrize("marker", [None, "NO", ""])
@@ -36,7 +35,7 @@ def test_instance_not_marked_de_identified_is_refused(study: phantoms.Study, mar
     else:
         dataset.PatientIdentityRemoved = marker
     with pytest.raises(auscat_rules.Refusal, match=r"PatientIdentityRemoved \(0012,0062\) is not YES") as refused:
-        GATE.check(part10(dataset))
+        GATE.check(phantoms.part10(dataset))
     assert refused.value.sop_instance_uid == dataset.SOPInstanceUID
 
 
@@ -44,7 +43,7 @@ def test_identifying_attribute_is_refused_by_keyword_never_by_value(study: phant
     dataset = copy.deepcopy(study.ct[0])
     dataset.PatientAddress = "12 Example Street, Sydney"
     with pytest.raises(auscat_rules.Refusal, match="identifying attribute PatientAddress is present") as refused:
-        GATE.check(part10(dataset))
+        GATE.check(phantoms.part10(dataset))
     assert "Example Street" not in str(refused.value)
 
 
@@ -54,31 +53,31 @@ def test_identifying_attribute_inside_a_sequence_is_refused(study: phantoms.Stud
     item.OtherPatientIDs = "MRN-0001"
     dataset.ReferencedPatientSequence = Sequence([item])
     with pytest.raises(auscat_rules.Refusal, match="identifying attribute OtherPatientIDs"):
-        GATE.check(part10(dataset))
+        GATE.check(phantoms.part10(dataset))
 
 
 def test_empty_identifying_attribute_passes(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.ct[0])
     dataset.PatientAddress = ""
     dataset.OtherPatientIDsSequence = Sequence()
-    GATE.check(part10(dataset))
+    GATE.check(phantoms.part10(dataset))
 
 
 def test_configured_list_replaces_the_default(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.ct[0])
     dataset.PatientBirthDate = "19700101"
-    GATE.check(part10(dataset))  # a date Annex E lets CTP replace: not in the default list
+    GATE.check(phantoms.part10(dataset))  # a date Annex E lets CTP replace: not in the default list
     rules = auscat_rules.Rules.from_config({"AusCAT": {"AnonymisationGate": True, "IdentifyingAttributes": [
         "PatientBirthDate"
     ]}})  # fmt: skip
     with pytest.raises(auscat_rules.Refusal, match="identifying attribute PatientBirthDate"):
-        rules.check(part10(dataset))
+        rules.check(phantoms.part10(dataset))
 
 
 def test_gate_is_off_unless_configured(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.ct[0])
     del dataset.PatientIdentityRemoved
-    auscat_rules.Rules.from_config({}).check(part10(dataset))
+    auscat_rules.Rules.from_config({}).check(phantoms.part10(dataset))
 
 
 def test_unknown_keyword_is_named() -> None:

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import copy
-import io
 
 import auscat_integrity
 import pytest
-from pydicom.dataset import Dataset
 
 from tests.harness import phantoms
-
-
-def part10(dataset: Dataset) -> bytes:
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +17,7 @@ def study() -> phantoms.Study:
 
 def test_phantoms_pass(study: phantoms.Study) -> None:
     for dataset in study.datasets:
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
 
 
 @pytest.mark.parametrize(
@@ -45,7 +37,7 @@ def test_pixel_attributes_that_contradict_pixel_data_are_refused(
     for keyword, value in change.items():
         setattr(dataset, keyword, value)
     with pytest.raises(auscat_integrity.Refusal, match=rule) as refused:
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
     assert refused.value.sop_instance_uid == dataset.SOPInstanceUID
 
 
@@ -53,21 +45,21 @@ def test_missing_rows_is_refused(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.datasets[0])
     del dataset.Rows
     with pytest.raises(auscat_integrity.Refusal, match="Rows is missing"):
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
 
 
 def test_truncated_pixel_data_is_refused(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.datasets[0])
     dataset.PixelData = dataset.PixelData[:1000]
     with pytest.raises(auscat_integrity.Refusal, match="PixelData length"):
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
 
 
 def test_missing_sop_instance_uid_is_refused(study: phantoms.Study) -> None:
     dataset = copy.deepcopy(study.datasets[0])
     del dataset.SOPInstanceUID
     with pytest.raises(auscat_integrity.Refusal, match="SOPInstanceUID is missing or empty"):
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
 
 
 @pytest.mark.parametrize("data", [b"", b"garbage" * 100, b"\0" * 128 + b"DICM" + b"\xff" * 64])
@@ -80,6 +72,6 @@ def test_refusal_names_the_rule_never_attribute_values(study: phantoms.Study) ->
     dataset = copy.deepcopy(study.datasets[0])
     dataset.Rows = 4099
     with pytest.raises(auscat_integrity.Refusal) as refused:
-        auscat_integrity.check(part10(dataset))
+        auscat_integrity.check(phantoms.part10(dataset))
     assert "4099" not in str(refused.value)
     assert str(dataset.PatientID) not in str(refused.value)
