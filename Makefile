@@ -4,7 +4,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 INVENTORY ?= inventories/simulation/hosts.yml
-SCENARIOS ?= default production upgrade reliability
+SCENARIOS ?= default postgresql production upgrade reliability
 # The long variant of the reliability scenario (make reliability).
 LONG_CRASH_TRIALS ?= 30
 LONG_LOAD_SECONDS ?= 600

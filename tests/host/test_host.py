@@ -35,9 +35,15 @@ def test_swarm_is_active(host) -> None:
     assert host.check_output("docker info --format '{{.Swarm.LocalNodeState}}'") == "active"
 
 
+def stack_services(target: Target) -> list[str]:
+    """The services the stack should have: orthanc, and its index database with the PostgreSQL backend."""
+    postgresql = os.environ.get("AUSCAT_INDEX_BACKEND") == "postgresql"
+    return [f"{target.stack}_orthanc", *([f"{target.stack}_postgresql"] if postgresql else [])]
+
+
 def test_service_is_named_orthanc_in_its_stack(host, target: Target) -> None:
     services = host.check_output("docker stack services --format '{{.Name}}' %s", target.stack).split()
-    assert services == [f"{target.stack}_orthanc"]
+    assert sorted(services) == stack_services(target)
 
 
 def test_data_directory_belongs_to_the_orthanc_user(host) -> None:
@@ -67,9 +73,12 @@ def test_only_the_secret_in_use_remains_labelled_for_the_stack(host, target: Tar
         "docker secret ls --filter label=org.auscat.stack=%s --format '{{.Name}}'", target.stack
     ).split()
     secrets_format = "{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}} {{end}}"
-    in_use = host.check_output("docker service inspect --format %s %s", secrets_format, target.service).split()
-    assert labelled == in_use
-    assert len(in_use) == (2 if target.url.startswith("https://") else 1)  # orthanc.json, and the TLS bundle
+    services = stack_services(target)
+    command = "docker service inspect --format %s" + " %s" * len(services)
+    in_use = host.check_output(command, secrets_format, *services).split()
+    assert sorted(labelled) == sorted(in_use)
+    # orthanc.json, the TLS bundle over HTTPS, the database password with PostgreSQL
+    assert len(in_use) == 1 + target.url.startswith("https://") + (len(services) - 1)
 
 
 def test_image_records_the_fingerprint_of_its_inputs(host, container: str) -> None:

@@ -27,6 +27,11 @@ FIXED_SETTINGS: dict[str, Any] = {
 
 # Orthanc's Python plugin runs the layer's checks (auscat_plugin.py) on every upload route.
 PYTHON_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPython.so"
+# The PostgreSQL index: loaded when a "PostgreSQL" section enables it. DICOM files always stay on
+# the volume, so the plugin's storage area is refused.
+POSTGRESQL_SECTION = "PostgreSQL"
+POSTGRESQL_INDEX_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
+POSTGRESQL_REQUIRED = {"Host": str, "Port": int, "Database": str, "Username": str, "Password": str}
 LAYER_SECTION = "AusCAT"
 LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck", "AnonymisationGate")
 PROFILES = ("simulation", "production")
@@ -148,6 +153,7 @@ def validate(config: dict[str, Any], source: str) -> None:
         problems.append("Plugins must be a list of paths")
 
     problems.extend(layer_section_problems(config.get(LAYER_SECTION, {})))
+    problems.extend(postgresql_problems(config.get(POSTGRESQL_SECTION, {})))
 
     users = config.get("RegisteredUsers", {})
     if not isinstance(users, dict) or not all(
@@ -184,6 +190,9 @@ def layer_section_problems(section: Any) -> list[str]:
         for key in LAYER_BOOLEAN_SETTINGS
         if key in section and not isinstance(section[key], bool)
     ]
+    wait = section.get("IndexWaitSeconds", 0)
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
+        problems.append(f"{LAYER_SECTION}.IndexWaitSeconds must be a number of seconds, not {wait!r}")
     if section.get("Profile", "simulation") not in PROFILES:
         problems.append(f"{LAYER_SECTION}.Profile must be one of {', '.join(PROFILES)}, not {section['Profile']!r}")
     if "IdentifyingAttributes" in section:
@@ -197,6 +206,34 @@ def layer_section_problems(section: Any) -> list[str]:
                 auscat_anonymity.identifying_tags(keywords)
             except ValueError as error:
                 problems.append(f"{LAYER_SECTION}.IdentifyingAttributes: {error}")
+    return problems
+
+
+def postgresql_index(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The PostgreSQL section when it enables the index, else None."""
+    section = config.get(POSTGRESQL_SECTION, {})
+    return section if isinstance(section, dict) and section.get("EnableIndex") is True else None
+
+
+def postgresql_problems(section: Any) -> list[str]:
+    """Problems of the "PostgreSQL" section (Orthanc's PostgreSQL index plugin)."""
+    if not isinstance(section, dict):
+        return [f"{POSTGRESQL_SECTION} must be an object"]
+    problems = [
+        f"{POSTGRESQL_SECTION}.{key} must be true or false, not {section[key]!r}"
+        for key in ("EnableIndex", "EnableStorage", "EnableSsl", "Lock")
+        if key in section and not isinstance(section[key], bool)
+    ]
+    if section.get("EnableStorage") is True:
+        problems.append(
+            f"{POSTGRESQL_SECTION}.EnableStorage is true: DICOM files must stay on the data volume"
+            " (/var/lib/orthanc/db), only the index may move to PostgreSQL"
+        )
+    if section.get("EnableIndex") is True and "ConnectionUri" not in section:
+        for key, kind in POSTGRESQL_REQUIRED.items():
+            value = section.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool) or value in ("", 0):
+                problems.append(f"{POSTGRESQL_SECTION}.{key} must be set ({kind.__name__}) when EnableIndex is true")
     return problems
 
 
@@ -228,6 +265,11 @@ def production_problems(config: dict[str, Any], users: dict[str, str]) -> list[s
         for user, password in users.items()
         if (problem := password_problem(user, password)) is not None
     )
+    index = postgresql_index(config)
+    if index is not None and isinstance(index.get("Password"), str):
+        problem = password_problem(str(index.get("Username", "")), index["Password"])
+        if problem is not None:
+            problems.append(f"{POSTGRESQL_SECTION}: {problem.replace('user', 'database user', 1)}")
     modalities = config.get("DicomModalities", {})
     if not isinstance(modalities, dict) or not modalities:
         problems.append("DicomModalities is empty: in production only listed senders (CTP) may store")
@@ -235,10 +277,11 @@ def production_problems(config: dict[str, Any], users: dict[str, str]) -> list[s
 
 
 def with_layer_plugin(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration with the layer's plugin and script loaded (validated configurations only)."""
+    """The configuration with the layer's plugin and script loaded (validated configurations only),
+    and the PostgreSQL index plugin when the configuration enables that index."""
     plugins = list(config.get("Plugins", []))
-    if PYTHON_PLUGIN not in plugins:
-        plugins.append(PYTHON_PLUGIN)
+    required = [PYTHON_PLUGIN, *([POSTGRESQL_INDEX_PLUGIN] if postgresql_index(config) is not None else [])]
+    plugins.extend(plugin for plugin in required if plugin not in plugins)
     return {**config, "Plugins": plugins, "PythonScript": FIXED_SETTINGS["PythonScript"]}
 
 

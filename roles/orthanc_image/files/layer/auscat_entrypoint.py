@@ -14,7 +14,9 @@ import argparse
 import ctypes
 import json
 import os
+import socket
 import sys
+import time
 from pathlib import Path
 
 import auscat_config
@@ -24,6 +26,8 @@ SECRET_CONFIG = Path(os.environ.get("AUSCAT_SECRET_CONFIG", "/run/secrets/orthan
 MERGED_CONFIG = Path(os.environ.get("AUSCAT_MERGED_CONFIG", "/run/auscat/orthanc.json"))
 ORTHANC_BINARY = os.environ.get("AUSCAT_ORTHANC_BINARY", "Orthanc")
 PR_SET_NO_NEW_PRIVS = 38
+# How long Orthanc's start waits for its PostgreSQL index to accept connections ("AusCAT": {"IndexWaitSeconds"}).
+DEFAULT_INDEX_WAIT_SECONDS = 120
 
 
 def write_private(path: Path, config: dict) -> None:
@@ -56,6 +60,33 @@ def check(candidate: str, profile: str | None) -> int:
     return 0
 
 
+def wait_for_index(config: dict, clock=time.monotonic, sleep=time.sleep) -> bool:
+    """Start Orthanc only once its PostgreSQL index accepts connections (Swarm has no start order).
+
+    Gives up after the configured time and lets Orthanc's own connection retries report the problem.
+    """
+    index = auscat_config.postgresql_index(config)
+    if index is None or "Host" not in index:
+        return True
+    address = (str(index["Host"]), int(index.get("Port", 5432)))
+    layer = config.get(auscat_config.LAYER_SECTION, {})
+    deadline = clock() + float(layer.get("IndexWaitSeconds", DEFAULT_INDEX_WAIT_SECONDS))
+    announced = False
+    while True:
+        try:
+            with socket.create_connection(address, timeout=2):
+                return True
+        except OSError as error:
+            if clock() >= deadline:
+                where = f"{address[0]}:{address[1]}"
+                print(f"auscat: PostgreSQL index {where} still unreachable ({error}); starting anyway", flush=True)
+                return False
+            if not announced:
+                print(f"auscat: waiting for the PostgreSQL index at {address[0]}:{address[1]}", flush=True)
+                announced = True
+            sleep(1)
+
+
 def forbid_new_privileges() -> None:
     """Set no_new_privs (inherited by Orthanc and its children, never cleared): setuid binaries stay inert."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -76,6 +107,7 @@ def main(argv: list[str]) -> int:
     except auscat_config.ConfigError as error:
         print(f"auscat: configuration error: {error}", file=sys.stderr)
         return 2
+    wait_for_index(config)
     forbid_new_privileges()
     os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])  # noqa: S606 - exec, no shell
     return 1  # not reached: execvp replaces the process or raises

@@ -1,0 +1,154 @@
+"""The PostgreSQL index backend: the index lives in the stack's database, the files on the volume,
+the database is reachable only by Orthanc's role with its password, and Orthanc starts only once
+the database accepts connections."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.harness import stack
+from tests.harness.orthanc import Orthanc, Target
+from tests.harness.study import StoredStudy, assert_study_intact, send_study
+
+POSTGRESQL_UID = "4243"
+WAIT_MESSAGE = "waiting for the PostgreSQL index at postgresql:5432"
+
+
+@pytest.fixture(scope="module")
+def target() -> Target:
+    return Target.from_environment()
+
+
+@pytest.fixture(scope="module")
+def orthanc(target: Target) -> Orthanc:
+    return Orthanc.for_target(target)
+
+
+@pytest.fixture(scope="module")
+def client() -> docker.DockerClient:
+    return docker.from_env()
+
+
+@pytest.fixture(scope="module")
+def database_service(target: Target) -> str:
+    return f"{target.stack}_postgresql"
+
+
+@pytest.fixture(scope="module")
+def database_password(target: Target) -> str:
+    path = Path(os.environ.get("ORTHANC_STACK_FILE", "")).parent / f"{target.stack}-postgresql.password"
+    return path.read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="module")
+def stored(target: Target, orthanc: Orthanc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoredStudy]:
+    study = send_study(target, tmp_path_factory.mktemp("study"), slices=12)
+    assert set(study.statuses.values()) == {0}
+    yield study
+    orthanc.delete_patient(study.study.patient_id)
+
+
+def psql(client: docker.DockerClient, service: str, query: str, dsn: str = "host=/run/postgresql user=postgres"):
+    """Run one query with psql inside the database's task; returns (exit code, output)."""
+    container = stack.healthy_task_container(client, service)
+    assert container is not None, f"{service} has no healthy task"
+    result = container.exec_run(["psql", f"{dsn} dbname=orthanc", "-tAc", query])
+    return result.exit_code, result.output.decode(errors="replace").strip()
+
+
+def test_orthanc_runs_on_the_postgresql_index_plugin(orthanc: Orthanc) -> None:
+    system = orthanc.get("/system").json()
+    assert "libOrthancPostgreSQLIndex.so" in (system.get("DatabaseBackendPlugin") or "")
+    assert "postgresql-index" in orthanc.get("/plugins").json()
+
+
+def test_index_rows_match_what_orthanc_reports(
+    client: docker.DockerClient, database_service: str, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    code, output = psql(client, database_service, "SELECT count(*) FROM resources WHERE resourcetype = 3")
+    assert code == 0, output
+    assert int(output) == orthanc.get("/statistics").json()["CountInstances"] >= len(stored.md5_by_sop_uid)
+
+
+def test_files_stay_on_the_volume_without_an_sqlite_index(stored: StoredStudy) -> None:
+    data_dir = Path(os.environ["AUSCAT_DATA_DIR"])
+    assert not (data_dir / "index").exists(), "an SQLite index was created beside the PostgreSQL one"
+    files = [path for path in data_dir.rglob("*") if path.is_file()]
+    assert len(files) >= len(stored.md5_by_sop_uid)
+
+
+def test_database_refuses_a_wrong_password_and_the_superuser_over_the_network(
+    client: docker.DockerClient, database_service: str
+) -> None:
+    code, output = psql(client, database_service, "SELECT 1", "host=127.0.0.1 user=orthanc password=not-the-password")
+    assert code != 0
+    assert "password authentication failed" in output
+    code, output = psql(client, database_service, "SELECT 1", "host=127.0.0.1 user=postgres")
+    assert code != 0
+    assert "no pg_hba.conf entry" in output
+
+
+def test_database_accepts_orthancs_role_with_its_password(
+    client: docker.DockerClient, database_service: str, database_password: str
+) -> None:
+    code, output = psql(
+        client, database_service, "SELECT current_user", f"host=127.0.0.1 user=orthanc password={database_password}"
+    )
+    assert (code, output) == (0, "orthanc")
+
+
+def test_database_password_is_kept_for_root_only_and_never_shown(
+    client: docker.DockerClient, target: Target, database_service: str, database_password: str
+) -> None:
+    path = Path(os.environ["ORTHANC_STACK_FILE"]).parent / f"{target.stack}-postgresql.password"
+    assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, 0o600)
+    assert len(database_password) >= 16
+    for service in (database_service, target.service):
+        assert database_password not in stack.docker_cli("service", "inspect", service).stdout
+        logs = stack.docker_cli("service", "logs", "--raw", service)
+        assert database_password not in logs.stdout + logs.stderr
+        container = stack.healthy_task_container(client, service)
+        assert database_password not in stack.docker_cli("inspect", container.id).stdout
+
+
+def test_database_runs_unprivileged_on_a_read_only_root(client: docker.DockerClient, database_service: str) -> None:
+    container = stack.healthy_task_container(client, database_service)
+    assert container.exec_run(["id", "-u"]).output.decode().strip() == POSTGRESQL_UID
+    status = container.exec_run(["cat", "/proc/1/status"]).output.decode()
+    assert "CapEff:\t0000000000000000" in status
+    assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+    data_dir = Path(os.environ["AUSCAT_POSTGRESQL_DATA_DIR"])
+    assert (str(data_dir.stat().st_uid), data_dir.stat().st_mode & 0o777) == (POSTGRESQL_UID, 0o700)
+
+
+def test_orthanc_waits_for_its_index_and_keeps_the_data(
+    client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    stack.docker_cli("service", "scale", "--detach", f"{target.service}=0", f"{database_service}=0")
+    stack.wait_until_stopped(client, target.service)
+    stack.wait_until_stopped(client, database_service)
+    try:
+        stack.docker_cli("service", "scale", "--detach", f"{target.service}=1")
+        deadline = time.monotonic() + 60
+        logs = ""
+        while WAIT_MESSAGE not in logs and time.monotonic() < deadline:
+            time.sleep(2)
+            logs = "".join(
+                container.logs().decode(errors="replace")
+                for container in client.containers.list(
+                    filters={"label": f"com.docker.swarm.service.name={target.service}"}
+                )
+            )
+        assert WAIT_MESSAGE in logs, "Orthanc did not wait for its index"
+        assert stack.healthy_task_container(client, target.service) is None, "Orthanc became healthy without its index"
+    finally:
+        stack.docker_cli("service", "scale", "--detach", f"{target.service}=1", f"{database_service}=1")
+    stack.wait_until_healthy(client, database_service)
+    stack.wait_until_healthy(client, target.service)
+    assert_study_intact(orthanc, stored)
