@@ -4,7 +4,10 @@ the database accepts connections."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,8 @@ import pytest
 
 from tests.harness import stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.harness.study import StoredStudy, assert_study_intact, send_study
+from tests.harness.playbook import run_playbook
+from tests.harness.study import StoredStudy, assert_study_intact, missing_or_changed, send_study
 
 POSTGRESQL_UID = "4243"
 WAIT_MESSAGE = "waiting for the PostgreSQL index at postgresql:5432"
@@ -151,4 +155,30 @@ def test_orthanc_waits_for_its_index_and_keeps_the_data(
         stack.docker_cli("service", "scale", "--detach", f"{target.service}=1", f"{database_service}=1")
     stack.wait_until_healthy(client, database_service)
     stack.wait_until_healthy(client, target.service)
+    assert_study_intact(orthanc, stored)
+
+
+def test_backup_then_wipe_then_restore_brings_back_index_and_files(
+    client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    result = run_playbook("backup.yml")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    backup = Path(re.search(r"Backup (\S+):", output).group(1))
+    assert json.loads((backup / "manifest.json").read_text(encoding="utf-8"))["index_backend"] == "postgresql"
+    assert (backup / "postgresql.tar").stat().st_size > 0
+
+    stack.docker_cli("service", "scale", "--detach", f"{target.service}=0", f"{database_service}=0")
+    stack.wait_until_stopped(client, target.service)
+    stack.wait_until_stopped(client, database_service)
+    for directory in (os.environ["AUSCAT_DATA_DIR"], os.environ["AUSCAT_POSTGRESQL_DATA_DIR"]):
+        for entry in Path(directory).iterdir():
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    stack.docker_cli("service", "scale", "--detach", f"{database_service}=1", f"{target.service}=1")
+    stack.wait_until_healthy(client, database_service)
+    stack.wait_until_healthy(client, target.service)
+    assert len(missing_or_changed(orthanc, stored)) == len(stored.md5_by_sop_uid)  # the wipe took everything
+
+    result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})
+    assert result.returncode == 0, result.stdout + result.stderr
     assert_study_intact(orthanc, stored)
