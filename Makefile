@@ -8,10 +8,12 @@ SCENARIOS ?= default postgresql production upgrade reliability
 # The long variant of the reliability scenario (make reliability).
 LONG_CRASH_TRIALS ?= 30
 LONG_LOAD_SECONDS ?= 600
+# Options of `make bench`, e.g. BENCH_ARGS="--quick --backends sqlite" (python -m tests.bench --help).
+BENCH_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv site test lint unit molecule reliability clean-venv
+.PHONY: help venv site test lint unit molecule reliability bench clean-venv
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
@@ -20,6 +22,7 @@ help:
 	@echo "make unit       unit tests of the image layer and the test harness"
 	@echo "make molecule   molecule test of each scenario in SCENARIOS ($(SCENARIOS))"
 	@echo "make reliability  the reliability scenario with $(LONG_CRASH_TRIALS) crash trials and $(LONG_LOAD_SECONDS) s of load"
+	@echo "make bench      benchmark deployed vs stock vs bare Orthanc into build/bench (BENCH_ARGS=--quick: a smoke run)"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +54,11 @@ molecule: venv
 reliability: venv
 	AUSCAT_CRASH_TRIALS=$(LONG_CRASH_TRIALS) AUSCAT_LOAD_SECONDS=$(LONG_LOAD_SECONDS) \
 	  $(BIN)/molecule test -s reliability
+
+# Not part of `make test`: the benchmark (python -m tests.bench --help), about 25 minutes with both
+# index backends; it brings up and removes its own stacks and installs DCMTK when storescu is missing.
+bench: venv
+	$(BIN)/python -m tests.bench $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
