@@ -55,7 +55,7 @@ reliability: venv
 	AUSCAT_CRASH_TRIALS=$(LONG_CRASH_TRIALS) AUSCAT_LOAD_SECONDS=$(LONG_LOAD_SECONDS) \
 	  $(BIN)/molecule test -s reliability
 
-# Not part of `make test`: the benchmark (python -m tests.bench --help), about 25 minutes with both
+# Not part of `make test`: the benchmark (python -m tests.bench --help), about an hour with both
 # index backends; it brings up and removes its own stacks and installs DCMTK when storescu is missing.
 bench: venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
