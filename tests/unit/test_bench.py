@@ -332,7 +332,10 @@ def test_unknown_backend_is_refused() -> None:
 def test_growth_threads_default_per_backend_and_can_be_overridden() -> None:
     assert cli.parse_args([]).growth_threads == cli.GROWTH_THREADS
     assert cli.parse_args(["--growth-threads", "2"]).growth_threads == {"sqlite": 2, "postgresql": 2}
-    assert cli.parse_args(["--growth-threads", "postgresql=3"]).growth_threads == {"sqlite": 4, "postgresql": 3}
+    assert cli.parse_args(["--growth-threads", "postgresql=3"]).growth_threads == {
+        "sqlite": cli.GROWTH_THREADS["sqlite"],
+        "postgresql": 3,
+    }
     with pytest.raises(SystemExit):
         cli.parse_args(["--growth-threads", "mysql=2"])
     with pytest.raises(SystemExit):
