@@ -122,7 +122,7 @@ def test_restore_refuses_a_corrupted_backup(client, target: Target, tmp_path: Pa
     before = client.services.get(target.service).attrs["Version"]["Index"]
     result = run_playbook("restore.yml", {"orthanc_restore_from": str(corrupted)})
     assert result.returncode != 0
-    assert "Verify the archive's checksum" in output_of(result), output_of(result)
+    assert "Verify the archives' checksums" in output_of(result), output_of(result)
     assert "data.tar: FAILED" in output_of(result), output_of(result)
     assert client.services.get(target.service).attrs["Version"]["Index"] == before
 
