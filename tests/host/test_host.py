@@ -13,11 +13,6 @@ ORTHANC_UID = "4242"
 
 
 @pytest.fixture(scope="module")
-def target() -> Target:
-    return Target.from_environment()
-
-
-@pytest.fixture(scope="module")
 def container(host, target: Target) -> str:
     assert target.service, "ORTHANC_STACK is not set"
     ids = host.check_output(

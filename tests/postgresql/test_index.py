@@ -25,21 +25,6 @@ WAIT_MESSAGE = "waiting for the PostgreSQL index at postgresql:5432"
 
 
 @pytest.fixture(scope="module")
-def target() -> Target:
-    return Target.from_environment()
-
-
-@pytest.fixture(scope="module")
-def orthanc(target: Target) -> Orthanc:
-    return Orthanc.for_target(target)
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return docker.from_env()
-
-
-@pytest.fixture(scope="module")
 def database_service(target: Target) -> str:
     return f"{target.stack}_postgresql"
 
@@ -58,9 +43,9 @@ def stored(target: Target, orthanc: Orthanc, tmp_path_factory: pytest.TempPathFa
     orthanc.delete_patient(study.study.patient_id)
 
 
-def psql(client: docker.DockerClient, service: str, query: str, dsn: str = "host=/run/postgresql user=postgres"):
+def psql(docker_client: docker.DockerClient, service: str, query: str, dsn: str = "host=/run/postgresql user=postgres"):
     """Run one query with psql inside the database's task; returns (exit code, output)."""
-    container = stack.healthy_task_container(client, service)
+    container = stack.healthy_task_container(docker_client, service)
     assert container is not None, f"{service} has no healthy task"
     result = container.exec_run(["psql", f"{dsn} dbname=orthanc", "-tAc", query])
     return result.exit_code, result.output.decode(errors="replace").strip()
@@ -73,9 +58,9 @@ def test_orthanc_runs_on_the_postgresql_index_plugin(orthanc: Orthanc) -> None:
 
 
 def test_index_rows_match_what_orthanc_reports(
-    client: docker.DockerClient, database_service: str, orthanc: Orthanc, stored: StoredStudy
+    docker_client: docker.DockerClient, database_service: str, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
-    code, output = psql(client, database_service, "SELECT count(*) FROM resources WHERE resourcetype = 3")
+    code, output = psql(docker_client, database_service, "SELECT count(*) FROM resources WHERE resourcetype = 3")
     assert code == 0, output
     assert int(output) == orthanc.get("/statistics").json()["CountInstances"] >= len(stored.md5_by_sop_uid)
 
@@ -88,27 +73,32 @@ def test_files_stay_on_the_volume_without_an_sqlite_index(stored: StoredStudy) -
 
 
 def test_database_refuses_a_wrong_password_and_the_superuser_over_the_network(
-    client: docker.DockerClient, database_service: str
+    docker_client: docker.DockerClient, database_service: str
 ) -> None:
-    code, output = psql(client, database_service, "SELECT 1", "host=127.0.0.1 user=orthanc password=not-the-password")
+    code, output = psql(
+        docker_client, database_service, "SELECT 1", "host=127.0.0.1 user=orthanc password=not-the-password"
+    )
     assert code != 0
     assert "password authentication failed" in output
-    code, output = psql(client, database_service, "SELECT 1", "host=127.0.0.1 user=postgres")
+    code, output = psql(docker_client, database_service, "SELECT 1", "host=127.0.0.1 user=postgres")
     assert code != 0
     assert "no pg_hba.conf entry" in output
 
 
 def test_database_accepts_orthancs_role_with_its_password(
-    client: docker.DockerClient, database_service: str, database_password: str
+    docker_client: docker.DockerClient, database_service: str, database_password: str
 ) -> None:
     code, output = psql(
-        client, database_service, "SELECT current_user", f"host=127.0.0.1 user=orthanc password={database_password}"
+        docker_client,
+        database_service,
+        "SELECT current_user",
+        f"host=127.0.0.1 user=orthanc password={database_password}",
     )
     assert (code, output) == (0, "orthanc")
 
 
 def test_database_password_is_kept_for_root_only_and_never_shown(
-    client: docker.DockerClient, target: Target, database_service: str, database_password: str
+    docker_client: docker.DockerClient, target: Target, database_service: str, database_password: str
 ) -> None:
     path = Path(os.environ["ORTHANC_STACK_FILE"]).parent / f"{target.stack}-postgresql.password"
     assert (path.stat().st_uid, path.stat().st_mode & 0o777) == (0, 0o600)
@@ -117,12 +107,14 @@ def test_database_password_is_kept_for_root_only_and_never_shown(
         assert database_password not in stack.docker_cli("service", "inspect", service).stdout
         logs = stack.docker_cli("service", "logs", "--raw", service)
         assert database_password not in logs.stdout + logs.stderr
-        container = stack.healthy_task_container(client, service)
+        container = stack.healthy_task_container(docker_client, service)
         assert database_password not in stack.docker_cli("inspect", container.id).stdout
 
 
-def test_database_runs_unprivileged_on_a_read_only_root(client: docker.DockerClient, database_service: str) -> None:
-    container = stack.healthy_task_container(client, database_service)
+def test_database_runs_unprivileged_on_a_read_only_root(
+    docker_client: docker.DockerClient, database_service: str
+) -> None:
+    container = stack.healthy_task_container(docker_client, database_service)
     assert container.exec_run(["id", "-u"]).output.decode().strip() == POSTGRESQL_UID
     status = container.exec_run(["cat", "/proc/1/status"]).output.decode()
     assert "CapEff:\t0000000000000000" in status
@@ -132,11 +124,11 @@ def test_database_runs_unprivileged_on_a_read_only_root(client: docker.DockerCli
 
 
 def test_orthanc_waits_for_its_index_and_keeps_the_data(
-    client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
+    docker_client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
     stack.docker_cli("service", "scale", "--detach", f"{target.service}=0", f"{database_service}=0")
-    stack.wait_until_stopped(client, target.service)
-    stack.wait_until_stopped(client, database_service)
+    stack.wait_until_stopped(docker_client, target.service)
+    stack.wait_until_stopped(docker_client, database_service)
     try:
         stack.docker_cli("service", "scale", "--detach", f"{target.service}=1")
         deadline = time.monotonic() + 60
@@ -145,21 +137,23 @@ def test_orthanc_waits_for_its_index_and_keeps_the_data(
             time.sleep(2)
             logs = "".join(
                 container.logs().decode(errors="replace")
-                for container in client.containers.list(
+                for container in docker_client.containers.list(
                     filters={"label": f"com.docker.swarm.service.name={target.service}"}
                 )
             )
         assert WAIT_MESSAGE in logs, "Orthanc did not wait for its index"
-        assert stack.healthy_task_container(client, target.service) is None, "Orthanc became healthy without its index"
+        assert stack.healthy_task_container(docker_client, target.service) is None, (
+            "Orthanc became healthy without its index"
+        )
     finally:
         stack.docker_cli("service", "scale", "--detach", f"{target.service}=1", f"{database_service}=1")
-    stack.wait_until_healthy(client, database_service)
-    stack.wait_until_healthy(client, target.service)
+    stack.wait_until_healthy(docker_client, database_service)
+    stack.wait_until_healthy(docker_client, target.service)
     assert_study_intact(orthanc, stored)
 
 
 def test_backup_then_wipe_then_restore_brings_back_index_and_files(
-    client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
+    docker_client: docker.DockerClient, target: Target, database_service: str, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
     result = run_playbook("backup.yml")
     output = result.stdout + result.stderr
@@ -169,14 +163,14 @@ def test_backup_then_wipe_then_restore_brings_back_index_and_files(
     assert (backup / "postgresql.tar").stat().st_size > 0
 
     stack.docker_cli("service", "scale", "--detach", f"{target.service}=0", f"{database_service}=0")
-    stack.wait_until_stopped(client, target.service)
-    stack.wait_until_stopped(client, database_service)
+    stack.wait_until_stopped(docker_client, target.service)
+    stack.wait_until_stopped(docker_client, database_service)
     for directory in (os.environ["AUSCAT_DATA_DIR"], os.environ["AUSCAT_POSTGRESQL_DATA_DIR"]):
         for entry in Path(directory).iterdir():
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     stack.docker_cli("service", "scale", "--detach", f"{database_service}=1", f"{target.service}=1")
-    stack.wait_until_healthy(client, database_service)
-    stack.wait_until_healthy(client, target.service)
+    stack.wait_until_healthy(docker_client, database_service)
+    stack.wait_until_healthy(docker_client, target.service)
     assert len(missing_or_changed(orthanc, stored)) == len(stored.md5_by_sop_uid)  # the wipe took everything
 
     result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})

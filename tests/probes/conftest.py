@@ -29,11 +29,6 @@ def need(target: Target, setting: str, value: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def orthanc(target: Target) -> Orthanc:
-    return Orthanc.for_target(target)
-
-
-@pytest.fixture(scope="session")
 def docker_client(target: Target) -> docker.DockerClient:
     need(target, "ORTHANC_STACK", target.stack)
     return docker.from_env()

@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.harness.orthanc import Orthanc, Target
+from tests.harness.orthanc import Target
 
 
 @pytest.fixture(scope="session")
@@ -23,11 +23,6 @@ def target() -> Target:
     if not target.dicom_port:
         pytest.fail("ORTHANC_DICOM_PORT is not set: the attacks need the published DICOM port")
     return target
-
-
-@pytest.fixture(scope="session")
-def orthanc(target: Target) -> Orthanc:
-    return Orthanc.for_target(target)
 
 
 @pytest.fixture(scope="session")

@@ -5,27 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import docker
-import pytest
 
 from tests.harness.orthanc import Target
 from tests.harness.playbook import run_playbook
 
 
-@pytest.fixture(scope="module")
-def target() -> Target:
-    return Target.from_environment()
-
-
-@pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    return docker.from_env()
-
-
-def stack_state(client: docker.DockerClient, target: Target) -> dict:
+def stack_state(docker_client: docker.DockerClient, target: Target) -> dict:
     """What would change if the rollout touched the stack: service version, task containers, secrets."""
-    service = client.services.get(target.service)
-    containers = client.containers.list(filters={"label": f"com.docker.swarm.service.name={target.service}"})
-    secrets = client.secrets.list(filters={"label": f"org.auscat.stack={target.stack}"})
+    service = docker_client.services.get(target.service)
+    containers = docker_client.containers.list(filters={"label": f"com.docker.swarm.service.name={target.service}"})
+    secrets = docker_client.secrets.list(filters={"label": f"org.auscat.stack={target.stack}"})
     return {
         "service_version": service.attrs["Version"]["Index"],
         "containers": sorted(c.id for c in containers),
@@ -33,26 +22,26 @@ def stack_state(client: docker.DockerClient, target: Target) -> dict:
     }
 
 
-def assert_refused(client: docker.DockerClient, target: Target, extra_vars: dict, *expected: str) -> None:
-    before = stack_state(client, target)
+def assert_refused(docker_client: docker.DockerClient, target: Target, extra_vars: dict, *expected: str) -> None:
+    before = stack_state(docker_client, target)
     result = run_playbook("site.yml", extra_vars)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     for text in expected:
         assert text in output, output
-    assert stack_state(client, target) == before
+    assert stack_state(docker_client, target) == before
 
 
-def test_malformed_secret_file_is_refused_with_its_line(client, target: Target, tmp_path: Path) -> None:
+def test_malformed_secret_file_is_refused_with_its_line(docker_client, target: Target, tmp_path: Path) -> None:
     secret = tmp_path / "orthanc.json"
     secret.write_text('{\n  "RegisteredUsers": {"site": "a-long-site-password",}\n}\n')
     extra = {"orthanc_config_file": str(secret), "orthanc_registered_users": {}}
-    assert_refused(client, target, extra, str(secret), "invalid JSON at line 2")
+    assert_refused(docker_client, target, extra, str(secret), "invalid JSON at line 2")
 
 
-def test_wrong_variable_type_is_refused_naming_the_variable(client, target: Target) -> None:
-    assert_refused(client, target, {"orthanc_http_port": "eighty"}, "orthanc_http_port")
+def test_wrong_variable_type_is_refused_naming_the_variable(docker_client, target: Target) -> None:
+    assert_refused(docker_client, target, {"orthanc_http_port": "eighty"}, "orthanc_http_port")
 
 
-def test_setting_that_moves_data_off_the_volume_is_refused(client, target: Target) -> None:
-    assert_refused(client, target, {"orthanc_config": {"StorageDirectory": "/srv/orthanc"}}, "StorageDirectory")
+def test_setting_that_moves_data_off_the_volume_is_refused(docker_client, target: Target) -> None:
+    assert_refused(docker_client, target, {"orthanc_config": {"StorageDirectory": "/srv/orthanc"}}, "StorageDirectory")

@@ -5,16 +5,9 @@ from __future__ import annotations
 import copy
 import re
 
-import pytest
-
 from tests.harness import phantoms
-from tests.harness.orthanc import Orthanc, Target
+from tests.harness.orthanc import Orthanc
 from tests.harness.playbook import run_playbook
-
-
-@pytest.fixture(scope="module")
-def orthanc() -> Orthanc:
-    return Orthanc.for_target(Target.from_environment())
 
 
 def test_scan_reports_identifiable_instances_by_uid_and_rule(orthanc: Orthanc) -> None:
