@@ -143,38 +143,40 @@ def _growth_rows(growth: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return rows
 
 
+def _section(title: str, lines: list[str]) -> list[str]:
+    """A titled block of the report after a blank line, or nothing when it has no lines."""
+    return ["", title, *lines] if lines else []
+
+
 def _ratio_rows(ratios: list[Mapping[str, Any]]) -> list[str]:
-    if not ratios:
-        return []
-    rows = ["", "Ratios of medians measured side by side"]
-    for item in ratios:
-        unit = "MB/s" if item["unit"] == "mbps" else "inst/s"
-        rows.append(
+    return _section(
+        "Ratios of medians measured side by side",
+        [
             f"{item['name']:<44} {item['value']:>6.3f}  ({item['numerator']} {item['numerator_value']:.1f} / "
-            f"{item['denominator']} {item['denominator_value']:.1f} {unit})"
-        )
-    return rows
+            f"{item['denominator']} {item['denominator_value']:.1f} "
+            f"{'MB/s' if item['unit'] == 'mbps' else 'inst/s'})"
+            for item in ratios
+        ],
+    )
 
 
 def _failure_rows(failures: list[str]) -> list[str]:
-    if not failures:
-        return []
-    rows = ["", f"Runs that failed once and were measured again ({len(failures)}; details in results.json)"]
-    rows += [f"  {failure.splitlines()[0]}" for failure in failures]
-    return rows
+    return _section(
+        f"Runs that failed once and were measured again ({len(failures)}; details in results.json)",
+        [f"  {failure.splitlines()[0]}" for failure in failures],
+    )
 
 
 def _goal_rows(goals: list[Mapping[str, Any]]) -> list[str]:
-    if not goals:
-        return []
-    rows = ["", "Goals"]
-    for goal in goals:
-        verdict = {True: "reached", False: "MISSED", None: "n/a"}[goal["reached"]]
-        rows.append(
-            f"{verdict:<8} {goal['goal']}: {format_goal_value(goal['measured'], goal['unit'])} "
+    verdicts = {True: "reached", False: "MISSED", None: "n/a"}
+    return _section(
+        "Goals",
+        [
+            f"{verdicts[goal['reached']]:<8} {goal['goal']}: {format_goal_value(goal['measured'], goal['unit'])} "
             f"(target {format_threshold(goal['comparison'], goal['threshold'], goal['unit'])})"
-        )
-    return rows
+            for goal in goals
+        ],
+    )
 
 
 def format_table(results: Mapping[str, Any]) -> str:
