@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -60,21 +61,32 @@ def storage_ae(datasets: Iterable, calling_aet: str = CALLING_AET) -> AE:
 def store(
     paths: Iterable[Path], host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET
 ) -> dict[str, int]:
-    """C-STORE every file over one association; returns the status per SOPInstanceUID (-1: no response).
+    """C-STORE every file over one association; returns the status per SOPInstanceUID.
 
     Each SOP class is offered only in its file's transfer syntax, so the dataset
-    travels exactly as encoded in the file.
+    travels exactly as encoded in the file. Raises AssociationError, naming the
+    file, when a C-STORE gets no response (the association is then lost).
     """
+    paths = list(paths)
     datasets = [dcmread(path) for path in paths]
     ae = storage_ae(datasets, calling_aet)
     assoc = _associate(ae, host, port, called_aet)
     statuses: dict[str, int] = {}
     try:
-        for ds in datasets:
+        for number, (path, ds) in enumerate(zip(paths, datasets, strict=True), start=1):
+            started = time.monotonic()
             status = assoc.send_c_store(ds)
-            statuses[str(ds.SOPInstanceUID)] = int(status.Status) if status else -1
+            if not status or "Status" not in status:
+                state = "aborted" if assoc.is_aborted else "released" if assoc.is_released else "open"
+                raise AssociationError(
+                    f"no response from {called_aet}@{host}:{port} to C-STORE {number} of {len(datasets)} ({path}) "
+                    f"after {time.monotonic() - started:.1f} s (DIMSE timeout {ae.dimse_timeout} s); "
+                    f"association {state}"
+                )
+            statuses[str(ds.SOPInstanceUID)] = int(status.Status)
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
     return statuses
 
 
