@@ -25,6 +25,9 @@ from pynetdicom.sop_class import Verification
 CALLING_AET = "AUSCAT-PROBE"
 SUCCESS = 0x0000
 RAW_TIMEOUT_SECONDS = 5
+# How long a sender waits for an association or a response: an answer that is slow under load is
+# not a lost one (twice pynetdicom's default; the benchmark waits longer still).
+RESPONSE_TIMEOUT_SECONDS = 60
 
 
 class AssociationError(Exception):
@@ -53,6 +56,7 @@ def echo(host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = C
 def storage_ae(datasets: Iterable, calling_aet: str = CALLING_AET) -> AE:
     """An AE offering each SOP class only in its datasets' transfer syntax, so they travel as encoded."""
     ae = AE(ae_title=calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = RESPONSE_TIMEOUT_SECONDS
     for sop_class, syntax in sorted({(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID) for ds in datasets}):
         ae.add_requested_context(sop_class, [syntax])
     return ae

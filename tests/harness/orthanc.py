@@ -24,10 +24,14 @@ import json
 import os
 import ssl
 from dataclasses import dataclass
+from http.client import RemoteDisconnected
 from pathlib import Path
 from urllib.parse import urlparse
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ProtocolError
+from urllib3.util.retry import Retry
 
 TIMEOUT_SECONDS = 30
 
@@ -90,6 +94,25 @@ class Target:
         return f"{self.stack}_default" if self.stack else None
 
 
+class ResendOnIdleClose(Retry):
+    """Sends a request again, once, when Orthanc closed the kept-alive connection it was sent on.
+
+    Orthanc closes an idle HTTP connection after ``KeepAliveTimeout`` (1 s). A request written to
+    a pooled connection at that moment gets no answer at all ("Remote end closed connection without
+    response"): Orthanc never read it, so sending it again on a new connection is safe. Every other
+    failure (refused connection, reset mid-answer, timeout) is raised exactly as without this class.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"total": 1, "connect": 0, "read": 1, "redirect": 0, "status": 0, "other": 0,
+                            "allowed_methods": None, "raise_on_status": False, **kwargs})  # fmt: skip
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if not (isinstance(error, ProtocolError) and any(isinstance(arg, RemoteDisconnected) for arg in error.args)):
+            return Retry(0, read=False).increment(method, url, response, error, _pool, _stacktrace)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
 class Orthanc:
     """Authenticated REST calls; every call raises on an HTTP error."""
 
@@ -99,6 +122,8 @@ class Orthanc:
         # Not the environment's CA bundle (REQUESTS_CA_BUNDLE would override session.verify): only
         # ``verify``. The session talks to one Orthanc and needs no proxy or netrc from the environment.
         self.session.trust_env = False
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, HTTPAdapter(max_retries=ResendOnIdleClose()))
         self.session.verify = verify
         if username is not None:
             self.session.auth = (username, password or "")

@@ -65,6 +65,19 @@ class Load:
                 self.errors.append(f"{what}: {problem}")
 
 
+def worker(load: Load, name: str, work: Callable[..., None], *args) -> threading.Thread:
+    """A thread running ``work``; if it dies, that is a failed operation, not a quieter load."""
+
+    def run() -> None:
+        try:
+            work(*args)
+        except Exception as error:  # whatever stopped the worker is reported
+            with load.lock:
+                load.errors.append(f"{name} stopped: {error!r}")
+
+    return threading.Thread(target=run, name=name)
+
+
 def fresh_copy(template: list, patient_id: str) -> list:
     """The template study with new UIDs: new data for Orthanc without generating pixels again."""
     study_uid, ct_series, rt_series = generate_uid(), generate_uid(), generate_uid()
@@ -81,7 +94,7 @@ def fresh_copy(template: list, patient_id: str) -> list:
 def c_store(assoc, dataset) -> str | None:
     status = assoc.send_c_store(dataset)
     if not status or "Status" not in status:
-        return "no answer"
+        return f"no answer (association {'aborted' if assoc.is_aborted else 'lost'})"
     return None if status.Status == dicom.SUCCESS else f"status 0x{status.Status:04X}"
 
 
@@ -101,14 +114,16 @@ def sender(index: int, target: Target, orthanc: Orthanc, template: list, load: L
         patient_id = f"LOAD-{index}-{number}-{generate_uid()[-8:]}"
         assoc = ae.associate(target.dicom_host, target.dicom_port, ae_title=target.aet)
         if not assoc.is_established:
-            load.errors.append(f"sender {index}: association refused")
-            return
+            raise RuntimeError("association refused")
         datasets = fresh_copy(template, patient_id)
         try:
             for dataset in datasets:
                 load.timed("store", lambda ds=dataset, a=assoc: c_store(a, ds), f"C-STORE {index}")
+                if not assoc.is_established:
+                    break  # counted once above; the next study opens a new association
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
         with load.lock:
             load.stored_bytes += size
             load.sent_uids.update(str(ds.SOPInstanceUID) for ds in datasets)
@@ -157,17 +172,17 @@ def test_sustained_mixed_load_has_no_errors_and_bounded_memory(
     rng = random.Random(SECONDS)  # noqa: S311 - which instance to read, not cryptography
     load = Load(SECONDS)
     workers = [
-        *(threading.Thread(target=sender, args=(i, target, orthanc, template, load)) for i in range(SENDERS)),
-        *(threading.Thread(target=reader, args=(orthanc, instances, load, rng)) for _ in range(READERS)),
-        threading.Thread(target=finder, args=(orthanc, [reference.study.patient_id], load, rng)),
-        threading.Thread(target=sampler, args=(container, load)),
+        *(worker(load, f"sender {i}", sender, i, target, orthanc, template, load) for i in range(SENDERS)),
+        *(worker(load, f"reader {i}", reader, orthanc, instances, load, rng) for i in range(READERS)),
+        worker(load, "finder", finder, orthanc, [reference.study.patient_id], load, rng),
+        worker(load, "sampler", sampler, container, load),
     ]
     started = time.monotonic()
     try:
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
+        for thread in workers:
+            thread.start()
+        for thread in workers:
+            thread.join()
         elapsed = time.monotonic() - started
         after = stack.healthy_task_container(docker_client, target.service)
         figures = {
