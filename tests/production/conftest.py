@@ -2,7 +2,6 @@
 
 from tests.probes.conftest import (  # noqa: F401 - fixtures, found by pytest under these names
     docker_client,
-    orthanc,
     phantom_cleanup,
     probe_dir,
     stored_study,
