@@ -41,6 +41,11 @@ def _associate(ae: AE, host: str, port: int, called_aet: str):
     return assoc
 
 
+def association_state(assoc) -> str:
+    """What became of an association whose request got no answer: aborted, released, or still open."""
+    return "aborted" if assoc.is_aborted else "released" if assoc.is_released else "open"
+
+
 def echo(host: str, port: int, called_aet: str = "ORTHANC", calling_aet: str = CALLING_AET) -> int:
     """C-ECHO; returns the DIMSE status (0 is success)."""
     ae = AE(ae_title=calling_aet)
@@ -81,11 +86,10 @@ def store(
             started = time.monotonic()
             status = assoc.send_c_store(ds)
             if not status or "Status" not in status:
-                state = "aborted" if assoc.is_aborted else "released" if assoc.is_released else "open"
                 raise AssociationError(
                     f"no response from {called_aet}@{host}:{port} to C-STORE {number} of {len(datasets)} ({path}) "
                     f"after {time.monotonic() - started:.1f} s (DIMSE timeout {ae.dimse_timeout} s); "
-                    f"association {state}"
+                    f"association {association_state(assoc)}"
                 )
             statuses[str(ds.SOPInstanceUID)] = int(status.Status)
     finally:

@@ -94,7 +94,7 @@ def fresh_copy(template: list, patient_id: str) -> list:
 def c_store(assoc, dataset) -> str | None:
     status = assoc.send_c_store(dataset)
     if not status or "Status" not in status:
-        return f"no answer (association {'aborted' if assoc.is_aborted else 'lost'})"
+        return f"no answer (association {dicom.association_state(assoc)})"
     return None if status.Status == dicom.SUCCESS else f"status 0x{status.Status:04X}"
 
 
