@@ -1,4 +1,4 @@
-"""Upgrade, automatic rollback, backup and restore of a deployed stack, in that order.
+"""Upgrade, automatic rollback, restic backups and restore of a deployed stack, in that order.
 
 The tests share one stack and one stored study, so they run in file order: each
 starts from where the previous one left the stack. Needs the probes' environment
@@ -8,9 +8,13 @@ plus AUSCAT_INVENTORY, AUSCAT_DATA_DIR, AUSCAT_UPGRADE_FROM and AUSCAT_UPGRADE_T
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import docker
@@ -22,6 +26,7 @@ from tests.harness.playbook import run_playbook
 from tests.harness.study import StoredStudy, assert_study_intact, missing_or_changed, send_study
 
 UNHEALTHY_TAG = "0.0.0-unhealthy"
+INGEST_ROUNDS_MAX = 40
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +53,30 @@ def output_of(result) -> str:
     return result.stdout + result.stderr
 
 
-def take_backup() -> tuple[Path, str]:
-    """Run playbooks/backup.yml; returns the backup directory and the playbook's output."""
+def take_backup() -> tuple[str, str]:
+    """Run playbooks/backup.yml; returns the backup's ID and the playbook's output."""
     result = run_playbook("backup.yml")
     assert result.returncode == 0, output_of(result)
-    return Path(re.search(r"Backup (\S+):", output_of(result)).group(1)), output_of(result)
+    return re.search(r"Backup (\S+) in", output_of(result)).group(1), output_of(result)
+
+
+def restic(*args: str) -> subprocess.CompletedProcess:
+    """restic against the scenario's repository, with the password the role keeps on the host."""
+    env = {
+        **os.environ,
+        "RESTIC_REPOSITORY": os.environ["AUSCAT_RESTIC_REPOSITORY"],
+        "RESTIC_PASSWORD_FILE": os.environ["AUSCAT_RESTIC_PASSWORD_FILE"],
+    }
+    return subprocess.run(["restic", *args], env=env, capture_output=True, text=True, check=False)
+
+
+def wipe(docker_client: docker.DockerClient, target: Target, data_dir: Path) -> None:
+    stack.docker_cli("service", "scale", "--detach", f"{target.service}=0")
+    stack.wait_until_stopped(docker_client, target.service)
+    for entry in data_dir.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    stack.docker_cli("service", "scale", "--detach", f"{target.service}=1")
+    stack.wait_until_healthy(docker_client, target.service)
 
 
 def test_stack_starts_on_the_old_tag(
@@ -99,55 +123,140 @@ def test_upgrade_to_an_unhealthy_image_rolls_back(
     assert_study_intact(orthanc, stored)
 
 
-def test_restore_refuses_a_corrupted_backup(docker_client, target: Target, tmp_path: Path) -> None:
-    backup, _ = take_backup()
-    corrupted = tmp_path / "corrupted"
-    shutil.copytree(backup, corrupted)
-    with (corrupted / "data.tar").open("r+b") as archive:
-        archive.seek(2048)
-        byte = archive.read(1)
-        archive.seek(2048)
-        archive.write(bytes([byte[0] ^ 0xFF]))
+def test_backup_while_ingesting_and_deleting_restores_with_every_file(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, tmp_path: Path
+) -> None:
+    """Senders store and a researcher deletes while the backup runs: the restored index has a file for
+    every entry (the offline step carries the files that arrived during the online pass)."""
+    doomed = send_study(target, tmp_path / "doomed", slices=10)
+    stop = threading.Event()
+    sent: list[StoredStudy] = []
+
+    def ingest() -> None:
+        round_ = 0
+        while not stop.is_set() and round_ < INGEST_ROUNDS_MAX:
+            round_ += 1
+            sent.append(send_study(target, tmp_path / f"during-{round_}", slices=5))
+
+    sender = threading.Thread(target=ingest)
+    sender.start()
+    try:
+        time.sleep(1)
+        orthanc.delete(f"/patients/{orthanc.patient_id_of(doomed.study.patient_id)}")
+        backup, output = take_backup()
+    finally:
+        stop.set()
+        sender.join(timeout=120)
+    print(re.search(r"HTTP unavailable for [0-9.]+ s", output).group(0), f"while {len(sent)} studies arrived")
+    assert sent, "no study arrived during the backup"
+
+    data_dir = Path(os.environ["AUSCAT_DATA_DIR"])
+    wipe(docker_client, target, data_dir)
+    result = run_playbook("restore.yml", {"orthanc_lifecycle_restore_backup": backup})
+    assert result.returncode == 0, output_of(result)
+    orphans = run_playbook("orphans.yml", {"orthanc_lifecycle_orphans_min_age_minutes": 0})
+    assert orphans.returncode == 0, output_of(orphans)
+    assert "0 index entries without a file" in output_of(orphans), output_of(orphans)
+    for attachment_uuid in attachments(orthanc):
+        assert (data_dir / attachment_uuid[0:2] / attachment_uuid[2:4] / attachment_uuid).is_file(), attachment_uuid
+
+
+def test_second_backup_of_an_unchanged_archive_adds_almost_nothing() -> None:
+    _, first = take_backup()
+    _, second = take_backup()
+    added = int(re.search(r"\(([0-9]+) bytes added\)", second).group(1))
+    stored = int(re.search(r"\(([0-9]+) bytes added\)", first).group(1))
+    print(f"incremental backup added {added} bytes (the one before it {stored})")
+    assert re.search(r"storage pass 0 new files", second), second
+    assert added < 1_000_000, second
+
+
+def test_backup_refuses_a_wrong_repository_password(docker_client, target: Target, tmp_path: Path) -> None:
     before = docker_client.services.get(target.service).attrs["Version"]["Index"]
-    result = run_playbook("restore.yml", {"orthanc_restore_from": str(corrupted)})
+    secret = tmp_path / "wrong.json"
+    secret.write_text(json.dumps({"orthanc_lifecycle_repository_password": "not-the-repository-password"}))
+    secret.chmod(0o600)
+    password_file = Path(os.environ["AUSCAT_RESTIC_PASSWORD_FILE"])
+    kept = password_file.read_text()
+    try:
+        result = run_playbook("backup.yml", vars_file=secret)
+    finally:
+        password_file.write_text(kept)
     assert result.returncode != 0
-    assert "Verify the archives' checksums" in output_of(result), output_of(result)
-    assert "data.tar: FAILED" in output_of(result), output_of(result)
+    assert "refused the password" in output_of(result), output_of(result)
+    assert "not-the-repository-password" not in output_of(result)
     assert docker_client.services.get(target.service).attrs["Version"]["Index"] == before
+    stack.wait_until_healthy(docker_client, target.service)
+
+
+def test_restore_refuses_a_damaged_repository_and_leaves_the_stack_serving(
+    docker_client, target: Target, orthanc: Orthanc, stored: StoredStudy, tmp_path: Path
+) -> None:
+    backup, _ = take_backup()
+    repository = Path(os.environ["AUSCAT_RESTIC_REPOSITORY"])
+    packs = sorted((repository / "data").glob("*/*"), key=lambda path: path.stat().st_size)
+    saved = tmp_path / "pack"
+    shutil.copy2(packs[-1], saved)
+    try:
+        with packs[-1].open("r+b") as pack:
+            pack.seek(64)
+            byte = pack.read(1)
+            pack.seek(64)
+            pack.write(bytes([byte[0] ^ 0xFF]))
+        before = docker_client.services.get(target.service).attrs["Version"]["Index"]
+        result = run_playbook("restore.yml", {"orthanc_lifecycle_restore_backup": backup})
+        assert result.returncode != 0
+        assert "could not be restored" in output_of(result), output_of(result)
+        assert docker_client.services.get(target.service).attrs["Version"]["Index"] == before
+        assert_study_intact(orthanc, stored)
+    finally:
+        packs[-1].chmod(0o600)
+        shutil.copy2(saved, packs[-1])
+    assert restic("check").returncode == 0
 
 
 def test_backup_then_wipe_then_restore_gives_identical_data(
     docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
     backup, output = take_backup()
-    print(re.search(r"HTTP unavailable for [0-9.]+ s \(copy [^)]*\)", output).group(0))
-
+    print(re.search(r"HTTP unavailable for [0-9.]+ s", output).group(0))
     data_dir = Path(os.environ["AUSCAT_DATA_DIR"])
-    stack.docker_cli("service", "scale", "--detach", f"{target.service}=0")
-    stack.wait_until_stopped(docker_client, target.service)
-    for entry in data_dir.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    stack.docker_cli("service", "scale", "--detach", f"{target.service}=1")
-    stack.wait_until_healthy(docker_client, target.service)
+    count = orthanc.get("/statistics").json()["CountInstances"]
+    wipe(docker_client, target, data_dir)
     assert len(missing_or_changed(orthanc, stored)) == len(stored.md5_by_sop_uid)  # the wipe took everything
 
-    result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})
+    result = run_playbook("restore.yml", {"orthanc_lifecycle_restore_backup": backup})
     assert result.returncode == 0, output_of(result)
     assert_study_intact(orthanc, stored)
-    assert orthanc.get("/statistics").json()["CountInstances"] == len(stored.md5_by_sop_uid)
+    assert orthanc.get("/statistics").json()["CountInstances"] == count
+    assert list(data_dir.parent.glob(f"{data_dir.name}.before-restore-*")), "the wiped directory was kept aside"
 
 
 def test_restore_onto_a_host_without_the_stack_rolls_out_and_restores(
     docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
 ) -> None:
-    backup, _ = take_backup()
+    take_backup()
 
     stack.docker_cli("stack", "rm", target.stack)
     stack.wait_until_gone(docker_client, target.service, target.network)
     shutil.rmtree(os.environ["AUSCAT_DATA_DIR"])
 
-    result = run_playbook("restore.yml", {"orthanc_restore_from": str(backup)})
+    result = run_playbook("restore.yml")
     assert result.returncode == 0, output_of(result)
     assert "Restored " in output_of(result), output_of(result)
     stack.wait_until_healthy(docker_client, target.service)
     assert_study_intact(orthanc, stored)
+
+
+def attachments(orthanc: Orthanc) -> list[str]:
+    """Every attachment the index names, at every level, through REST."""
+    found = []
+    for level in ("Patient", "Study", "Series", "Instance"):
+        since = 0
+        while page := orthanc.post(
+            "/tools/find",
+            json={"Level": level, "Query": {}, "ResponseContent": ["Attachments"], "Since": since, "Limit": 1000},
+        ).json():
+            found += [item["Uuid"] for resource in page for item in resource.get("Attachments", [])]
+            since += len(page)
+    return found

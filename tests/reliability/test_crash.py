@@ -30,9 +30,8 @@ LEVELS = ("patients", "studies", "series", "instances")
 def scan(orthanc: Orthanc, data_dir: Path) -> dict:
     """Index entries without a file, and files without an index entry (orphans), seen through REST.
 
-    Orthanc holds its SQLite index exclusively while it runs, so the index is read through
-    REST here; playbooks/orphans.yml reads it directly while Orthanc is stopped. Attachments
-    live at every level (the DICOMweb plugin caches series metadata as one).
+    An independent reading of the index (one request per resource), to check playbooks/orphans.yml's.
+    Attachments live at every level (the DICOMweb plugin caches series metadata as one).
     """
     indexed = set()
     for level in LEVELS:
@@ -133,7 +132,13 @@ def test_orphans_playbook_moves_orphans_out_and_keeps_the_data(
     try:
         before = scan(orthanc, data_dir)
         result = run_playbook(
-            "orphans.yml", {"orthanc_orphans_quarantine": True, "orthanc_orphans_quarantine_dir": str(quarantine)}
+            "orphans.yml",
+            {
+                "orthanc_lifecycle_orphans_quarantine": True,
+                "orthanc_lifecycle_orphans_quarantine_dir": str(quarantine),
+                # The planted file is seconds old; the playbook leaves younger files alone by default.
+                "orthanc_lifecycle_orphans_min_age_minutes": 0,
+            },
         )
         assert result.returncode == 0, result.stdout[-3000:]
         after = scan(orthanc, data_dir)

@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""Backups of one AusCAT Orthanc stack in a restic repository, with bounded unavailability.
+
+    auscat_backup.py COMMON init
+    auscat_backup.py COMMON storage --data-dir DIR --backup-id ID --state FILE
+    auscat_backup.py COMMON index-sqlite --data-dir DIR --backup-id ID --state FILE
+    auscat_backup.py COMMON index-postgresql --container ID --data-dir DIR --backup-id ID --state FILE
+    auscat_backup.py COMMON manifest --backup-id ID --manifest FILE
+    auscat_backup.py COMMON forget --keep-daily N --keep-weekly N --keep-monthly N
+    auscat_backup.py COMMON check
+    auscat_backup.py COMMON list
+    auscat_backup.py COMMON restore --backup-id ID|latest --target DIR
+    auscat_backup.py COMMON load-postgresql --container ID --dump FILE
+
+COMMON is --repository REPO --password-file FILE --stack NAME. The password travels to restic
+in its file only, never on a command line or in the environment of a logged command.
+
+One backup is several snapshots sharing the tag backup=<id>:
+    part=storage   the storage files, copied while Orthanc runs (they are written once, never changed);
+    part=index     SQLite: the index and the files that arrived after the storage pass, taken while
+                   Orthanc is stopped; PostgreSQL: a pg_dump of the index while Orthanc runs, and the
+                   files it refers to that the storage pass had not seen;
+    part=manifest  counts, digest, image, Orthanc version and the snapshots above.
+Every index entry of a backup has its file in the backup: the index part is taken last and carries
+whatever the storage part lacks. Each command prints one JSON object; errors name the problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+INDEX_FILES = ("index", "index-wal")
+MANIFEST_NAME = "auscat-manifest.json"
+DUMP_NAME = "postgresql.sql"
+# restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
+RESTIC_INCOMPLETE = 3
+DUMP_ATTEMPTS = 5
+# Orthanc's resource levels and the DICOM attachment type in both indexes.
+LEVELS = {1: "patients", 2: "studies", 3: "series", 4: "instances"}
+INSTANCE_LEVEL = 4
+DICOM_ATTACHMENT = 1
+PG_DSN = "host=/run/postgresql user=postgres dbname=orthanc"
+# The dump carries no owners: what it creates must belong to the role Orthanc connects as.
+LOAD_AS_ORTHANC = ["-c", "SET ROLE orthanc", "-f", "-"]
+
+
+class BackupError(Exception):
+    """A problem that stops the operation, described for the operator."""
+
+
+@dataclass
+class Repository:
+    url: str
+    password_file: Path
+    stack: str
+    cache_dir: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return f"auscat-{self.stack}"
+
+    def env(self) -> dict[str, str]:
+        env = {
+            key: value for key, value in os.environ.items() if not key.startswith("RESTIC_") and key != "AWS_SECRET_KEY"
+        }
+        env["RESTIC_REPOSITORY"] = self.url
+        env["RESTIC_PASSWORD_FILE"] = str(self.password_file)
+        if self.cache_dir:
+            env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
+        return env
+
+    def run(self, args: list[str], stdin: IO[bytes] | None = None, ok: Iterable[int] = (0,)) -> str:
+        result = subprocess.run(
+            ["restic", *args],
+            env=self.env(),
+            stdin=stdin,
+            capture_output=True,
+            check=False,
+        )
+        if result.returncode not in ok:
+            raise BackupError(self.explain(args[0], result.stderr.decode(errors="replace")))
+        return result.stdout.decode()
+
+    def explain(self, command: str, stderr: str) -> str:
+        """restic's error, with the cause an operator acts on named first."""
+        detail = " ".join(stderr.split())[-600:]
+        if "wrong password" in stderr:
+            return (
+                f"restic {command}: the repository {self.url} refused the password in {self.password_file} "
+                "(wrong password: give the repository's own password, orthanc_lifecycle_repository_password)"
+            )
+        if "no space left on device" in stderr:
+            return f"restic {command}: the backup target of {self.url} is full: {detail}"
+        if "Is there a repository at the following location?" in stderr or "unable to open config file" in stderr:
+            return f"restic {command}: no repository at {self.url} (or it cannot be reached): {detail}"
+        return f"restic {command} failed for {self.url}: {detail}"
+
+    def tags(self, backup_id: str, part: str) -> list[str]:
+        return ["--tag", f"auscat,stack={self.stack},backup={backup_id},part={part}"]
+
+    def backup(self, args: list[str], backup_id: str, part: str, stdin: IO[bytes] | None = None) -> dict[str, Any]:
+        output = self.run(
+            ["backup", "--json", "--host", self.host, *self.tags(backup_id, part), *args],
+            stdin=stdin,
+            ok=(0, RESTIC_INCOMPLETE),
+        )
+        return summary_of(output)
+
+    def snapshots(self, part: str | None = None) -> list[dict[str, Any]]:
+        tags = f"stack={self.stack}" + (f",part={part}" if part else "")
+        return json.loads(self.run(["snapshots", "--json", "--host", self.host, "--tag", tags]) or "[]")
+
+
+def summary_of(output: str) -> dict[str, Any]:
+    for line in reversed(output.splitlines()):
+        with contextlib.suppress(json.JSONDecodeError):
+            message = json.loads(line)
+            if isinstance(message, dict) and message.get("message_type") == "summary":
+                return {
+                    "snapshot": message["snapshot_id"],
+                    "files_new": message.get("files_new", 0),
+                    "files_changed": message.get("files_changed", 0),
+                    "files_unmodified": message.get("files_unmodified", 0),
+                    "bytes_added": message.get("data_added", 0),
+                    "seconds": round(message.get("total_duration", 0.0), 2),
+                }
+    raise BackupError(f"restic backup printed no summary: {output[-300:]}")
+
+
+def tag_value(snapshot: dict[str, Any], key: str) -> str:
+    for tag in snapshot.get("tags") or []:
+        if tag.startswith(f"{key}="):
+            return tag.split("=", 1)[1]
+    return ""
+
+
+@contextlib.contextmanager
+def exclusive(state: Path) -> Iterator[None]:
+    """One backup of a stack at a time (the steps span several commands: the lock is a file beside the state)."""
+    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (state.parent / "lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise BackupError(f"another backup of this stack holds {state.parent / 'lock'}") from error
+        yield
+
+
+def init(repo: Repository) -> dict[str, Any]:
+    result = subprocess.run(["restic", "cat", "config"], env=repo.env(), capture_output=True, check=False)
+    if result.returncode == 0:
+        return {"repository": repo.url, "created": False}
+    stderr = result.stderr.decode(errors="replace")
+    if "wrong password" in stderr or "no space left" in stderr:
+        raise BackupError(repo.explain("cat", stderr))
+    if "Is there a repository" not in stderr and "unable to open config file" not in stderr:
+        raise BackupError(repo.explain("cat", stderr))
+    repo.run(["init"])
+    return {"repository": repo.url, "created": True}
+
+
+def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
+    """Copy the storage files while Orthanc runs; record the names the snapshot holds in STATE."""
+    with exclusive(state):
+        excludes = [arg for name in (*INDEX_FILES, "index-shm") for arg in ("--exclude", str(data_dir / name))]
+        summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
+        names = {
+            Path(node["path"]).name
+            for node in json_lines(repo.run(["ls", "--json", summary["snapshot"]]))
+            if node.get("type") == "file"
+        }
+        state.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
+        return {**summary, "files_in_snapshot": len(names)}
+
+
+def json_lines(output: str) -> Iterator[dict[str, Any]]:
+    for line in output.splitlines():
+        with contextlib.suppress(json.JSONDecodeError):
+            item = json.loads(line)
+            if isinstance(item, dict):
+                yield item
+
+
+@dataclass
+class Index:
+    """What an index refers to: counts per level, the digest over every instance's MD5, attachment UUIDs."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    instance_md5: dict[str, str] = field(default_factory=dict)
+    uuids: set[str] = field(default_factory=set)
+
+    def inventory(self) -> dict[str, Any]:
+        lines = "".join(f"{instance} {self.instance_md5[instance]}\n" for instance in sorted(self.instance_md5))
+        return {
+            **{name: self.counts.get(name, 0) for name in LEVELS.values()},
+            "listed": len(self.instance_md5),
+            "digest": hashlib.sha256(lines.encode()).hexdigest(),
+        }
+
+
+def read_sqlite(data_dir: Path) -> Index:
+    """Orthanc's SQLite index, read while Orthanc is stopped (it holds the file exclusively while it runs)."""
+    path = data_dir / "index"
+    if not path.is_file():
+        raise BackupError(f"{path}: no SQLite index (is Orthanc's data directory {data_dir}?)")
+    try:
+        connection = sqlite3.connect(path, timeout=5)
+        try:
+            connection.execute("PRAGMA query_only = 1")
+            index = Index()
+            counts = connection.execute("SELECT resourceType, COUNT(*) FROM Resources GROUP BY resourceType")
+            for level, count in counts:
+                index.counts[LEVELS[level]] = count
+            index.instance_md5 = dict(
+                connection.execute(
+                    "SELECT r.publicId, a.uncompressedMD5 FROM Resources r JOIN AttachedFiles a ON a.id = r.internalId"
+                    " WHERE r.resourceType = ? AND a.fileType = ?",
+                    (INSTANCE_LEVEL, DICOM_ATTACHMENT),
+                )
+            )
+            index.uuids = {row[0] for row in connection.execute("SELECT uuid FROM AttachedFiles")}
+            return index
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        raise BackupError(f"{path}: cannot read the SQLite index ({error}); is Orthanc stopped?") from error
+
+
+def stored_path(data_dir: Path, uuid: str) -> Path:
+    return data_dir / uuid[0:2] / uuid[2:4] / uuid
+
+
+def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
+    """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
+    try:
+        copied = set(state.read_text(encoding="utf-8").split())
+    except OSError as error:
+        raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
+    present, gone = [], []
+    for uuid in sorted(index.uuids - copied):
+        path = stored_path(data_dir, uuid)
+        (present if path.is_file() else gone).append(path if path.is_file() else uuid)
+    return present, gone  # type: ignore[return-value]
+
+
+def files_from(paths: Iterable[Path], state: Path) -> Path:
+    listing = state.with_suffix(".files")
+    listing.write_text("".join(f"{path}\n" for path in paths), encoding="utf-8")
+    return listing
+
+
+def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
+    """The offline step: the index and the files that arrived since the storage pass."""
+    with exclusive(state):
+        index = read_sqlite(data_dir)
+        present, gone = late_files(data_dir, index, state)
+        paths = [data_dir / name for name in INDEX_FILES if (data_dir / name).exists()] + present
+        summary = repo.backup(["--files-from-verbatim", str(files_from(paths, state))], backup_id, "index")
+        return {**summary, "late_files": len(present), "index_entries_without_file": gone, **index.inventory()}
+
+
+class DumpReader:
+    """Reads a plain pg_dump stream line by line, keeping the rows of resources and attachedfiles."""
+
+    def __init__(self) -> None:
+        self.index = Index()
+        self.table: str | None = None
+        self.columns: list[str] = []
+        self.resources: dict[int, tuple[int, str]] = {}
+        self.dicom_md5: dict[int, str] = {}
+
+    def feed(self, line: bytes) -> None:
+        text = line.decode("utf-8", errors="replace").rstrip("\n")
+        if self.table is None:
+            if text.startswith("COPY public.") and text.endswith("FROM stdin;"):
+                name = text.split()[1].split(".", 1)[1]
+                if name in ("resources", "attachedfiles"):
+                    self.table = name
+                    self.columns = [c.strip() for c in text[text.index("(") + 1 : text.index(")")].split(",")]
+            return
+        if text == "\\.":
+            self.table = None
+            return
+        row = dict(zip(self.columns, text.split("\t"), strict=False))
+        if self.table == "resources":
+            level = int(row["resourcetype"])
+            self.resources[int(row["internalid"])] = (level, row["publicid"])
+            name = LEVELS[level]
+            self.index.counts[name] = self.index.counts.get(name, 0) + 1
+        else:
+            self.index.uuids.add(row["uuid"])
+            if int(row["filetype"]) == DICOM_ATTACHMENT:
+                self.dicom_md5[int(row["id"])] = row["uncompressedhash"]
+
+    def result(self) -> Index:
+        for internal, md5 in self.dicom_md5.items():
+            level, public = self.resources.get(internal, (None, ""))
+            if level == INSTANCE_LEVEL:
+                self.index.instance_md5[public] = md5
+        return self.index
+
+
+def dump_postgresql(repo: Repository, container: str, backup_id: str) -> tuple[dict[str, Any], Index]:
+    """pg_dump of the index into the repository, read on the way for what it refers to."""
+    dump = subprocess.Popen(
+        ["docker", "exec", container, "pg_dump", "--format=plain", "--no-owner", "--no-privileges", "-d", PG_DSN],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    restic = subprocess.Popen(
+        [
+            "restic",
+            "backup",
+            "--json",
+            "--host",
+            repo.host,
+            *repo.tags(backup_id, "index"),
+            "--stdin",
+            "--stdin-filename",
+            DUMP_NAME,
+        ],
+        env=repo.env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    reader = DumpReader()
+    if dump.stdout is None or restic.stdin is None:
+        raise BackupError("pg_dump and restic must be connected by pipes")
+    for line in dump.stdout:
+        reader.feed(line)
+        restic.stdin.write(line)
+    restic.stdin.close()
+    output, restic_error = restic.communicate()
+    dump_error = dump.stderr.read().decode(errors="replace") if dump.stderr else ""
+    if dump.wait() != 0:
+        raise BackupError(f"pg_dump in {container} failed: {' '.join(dump_error.split())[-400:]}")
+    if restic.returncode != 0:
+        raise BackupError(repo.explain("backup", restic_error.decode(errors="replace")))
+    return summary_of(output.decode()), reader.result()
+
+
+def index_postgresql(repo: Repository, container: str, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
+    """The index while Orthanc runs: a dump, then the files it refers to that the storage pass lacks.
+
+    A file the dump refers to can be deleted before it is copied (its instance was deleted after the
+    dump): the dump is then taken again, and it no longer refers to that file."""
+    with exclusive(state):
+        for attempt in range(1, DUMP_ATTEMPTS + 1):
+            summary, index = dump_postgresql(repo, container, backup_id)
+            present, gone = late_files(data_dir, index, state)
+            late = {"snapshot": None}
+            if present:
+                late = repo.backup(["--files-from-verbatim", str(files_from(present, state))], backup_id, "late")
+            if not gone:
+                return {
+                    **summary,
+                    "late_snapshot": late["snapshot"],
+                    "late_files": len(present),
+                    "dump_attempts": attempt,
+                    "index_entries_without_file": [],
+                    **index.inventory(),
+                }
+            repo.run(["forget", summary["snapshot"], *([late["snapshot"]] if late["snapshot"] else [])])
+        raise BackupError(
+            f"the index kept referring to files that disappeared before they were copied ({len(gone)} after "
+            f"{DUMP_ATTEMPTS} dumps, e.g. {gone[0]}): deletions are running faster than the backup; try again later"
+        )
+
+
+def store_manifest(repo: Repository, backup_id: str, manifest: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise BackupError(f"{manifest}: cannot read the manifest ({error})") from error
+    with manifest.open("rb") as stream:
+        summary = repo.backup(["--stdin", "--stdin-filename", MANIFEST_NAME], backup_id, "manifest", stdin=stream)
+    return {**summary, "manifest": content}
+
+
+def backups(repo: Repository) -> list[dict[str, Any]]:
+    """Complete backups (those with a manifest), oldest first."""
+    found = []
+    for snapshot in repo.snapshots("manifest"):
+        found.append({"backup": tag_value(snapshot, "backup"), "time": snapshot["time"], "manifest": snapshot["id"]})
+    return sorted(found, key=lambda item: item["time"])
+
+
+def forget(repo: Repository, daily: int, weekly: int, monthly: int) -> dict[str, Any]:
+    """Keep the manifests restic's policy keeps, and every part of those backups; prune the rest."""
+    policy = ["--keep-daily", str(daily), "--keep-weekly", str(weekly), "--keep-monthly", str(monthly)]
+    groups = json.loads(
+        repo.run(
+            [
+                "forget",
+                "--json",
+                "--dry-run",
+                "--host",
+                repo.host,
+                "--tag",
+                f"stack={repo.stack},part=manifest",
+                "--group-by",
+                "host",
+                *policy,
+            ]
+        )
+        or "[]"
+    )
+    kept = {tag_value(s, "backup") for group in groups for s in group.get("keep") or []}
+    snapshots = repo.snapshots()
+    newest_kept = max((s["time"] for s in snapshots if tag_value(s, "backup") in kept), default="")
+    # Parts of a backup still being made are newer than every kept manifest: leave them.
+    removed = [s["id"] for s in snapshots if tag_value(s, "backup") not in kept and s["time"] < newest_kept]
+    if removed:
+        repo.run(["forget", *removed])
+        repo.run(["prune", "--max-unused", "10%"])
+    return {"kept_backups": sorted(kept), "removed_snapshots": len(removed)}
+
+
+def check(repo: Repository) -> dict[str, Any]:
+    repo.run(["check"])
+    return {"check": "ok"}
+
+
+def restore(repo: Repository, backup_id: str, target: Path) -> dict[str, Any]:
+    """Every part of one backup under TARGET (absolute paths kept), verified; the manifest beside them."""
+    complete = backups(repo)
+    if not complete:
+        raise BackupError(f"the repository {repo.url} holds no complete backup of stack {repo.stack}")
+    chosen = complete[-1] if backup_id == "latest" else next((b for b in complete if b["backup"] == backup_id), None)
+    if chosen is None:
+        names = ", ".join(b["backup"] for b in complete[-5:])
+        raise BackupError(f"no complete backup {backup_id} of stack {repo.stack} in {repo.url} (latest: {names})")
+    manifest = json.loads(repo.run(["dump", chosen["manifest"], f"/{MANIFEST_NAME}"]))
+    target.mkdir(mode=0o700, parents=True, exist_ok=False)
+    parts = [p for p in (manifest["snapshots"].get(k) for k in ("storage", "index", "late")) if p]
+    for snapshot in parts:
+        if manifest["index_backend"] == "postgresql" and snapshot == manifest["snapshots"]["index"]:
+            with (target / DUMP_NAME).open("wb") as out:
+                result = subprocess.run(
+                    ["restic", "dump", snapshot, f"/{DUMP_NAME}"], env=repo.env(), stdout=out, stderr=subprocess.PIPE
+                )
+            if result.returncode != 0:
+                raise BackupError(repo.explain("dump", result.stderr.decode(errors="replace")))
+            continue
+        repo.run(["restore", snapshot, "--target", str(target), "--verify"])
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    data = target / str(manifest["data_dir"]).lstrip("/")
+    return {
+        "backup": chosen["backup"],
+        "data_dir": str(data),
+        "dump": str(target / DUMP_NAME) if manifest["index_backend"] == "postgresql" else "",
+        "manifest": manifest,
+    }
+
+
+def load_postgresql(container: str, dump: Path) -> dict[str, Any]:
+    """Load a dump into the stack's new, empty index database, as the role Orthanc connects as."""
+    with dump.open("rb") as stream:
+        result = subprocess.run(
+            ["docker", "exec", "-i", container, "psql", "-v", "ON_ERROR_STOP=1", "-q", "-d", PG_DSN, *LOAD_AS_ORTHANC],
+            stdin=stream,
+            capture_output=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        detail = " ".join(result.stderr.decode(errors="replace").split())[-600:]
+        raise BackupError(f"loading {dump} into the PostgreSQL index in {container} failed: {detail}")
+    return {"loaded": str(dump)}
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="auscat-backup", description=__doc__.splitlines()[0])
+    main.add_argument("--repository", required=True)
+    main.add_argument("--password-file", type=Path, required=True)
+    main.add_argument("--stack", required=True)
+    main.add_argument("--cache-dir", type=Path)
+    sub = main.add_subparsers(dest="command", required=True)
+    sub.add_parser("init")
+    for name in ("storage", "index-sqlite", "index-postgresql"):
+        step = sub.add_parser(name)
+        step.add_argument("--data-dir", type=Path, required=True)
+        step.add_argument("--backup-id", required=True)
+        step.add_argument("--state", type=Path, required=True)
+        if name == "index-postgresql":
+            step.add_argument("--container", required=True)
+    manifest = sub.add_parser("manifest")
+    manifest.add_argument("--backup-id", required=True)
+    manifest.add_argument("--manifest", type=Path, required=True)
+    policy = sub.add_parser("forget")
+    for keep in ("daily", "weekly", "monthly"):
+        policy.add_argument(f"--keep-{keep}", type=int, required=True)
+    sub.add_parser("check")
+    sub.add_parser("list")
+    restored = sub.add_parser("restore")
+    restored.add_argument("--backup-id", required=True)
+    restored.add_argument("--target", type=Path, required=True)
+    load = sub.add_parser("load-postgresql")
+    load.add_argument("--container", required=True)
+    load.add_argument("--dump", type=Path, required=True)
+    return main
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if not args.password_file.is_file():
+        raise BackupError(f"{args.password_file}: the repository password file does not exist")
+    repo = Repository(args.repository, args.password_file, args.stack, args.cache_dir)
+    if args.command == "init":
+        return init(repo)
+    if args.command == "storage":
+        return storage_pass(repo, args.data_dir, args.backup_id, args.state)
+    if args.command == "index-sqlite":
+        return index_sqlite(repo, args.data_dir, args.backup_id, args.state)
+    if args.command == "index-postgresql":
+        return index_postgresql(repo, args.container, args.data_dir, args.backup_id, args.state)
+    if args.command == "manifest":
+        return store_manifest(repo, args.backup_id, args.manifest)
+    if args.command == "forget":
+        return forget(repo, args.keep_daily, args.keep_weekly, args.keep_monthly)
+    if args.command == "check":
+        return check(repo)
+    if args.command == "list":
+        return {"backups": backups(repo)}
+    if args.command == "load-postgresql":
+        return load_postgresql(args.container, args.dump)
+    return restore(repo, args.backup_id, args.target)
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    try:
+        result = run(args)
+    except (BackupError, OSError) as error:
+        print(json.dumps({"error": f"{args.command}: {error}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
