@@ -47,9 +47,12 @@ DUMP_NAME = "postgresql.sql"
 # restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
 RESTIC_INCOMPLETE = 3
 DUMP_ATTEMPTS = 5
-# Orthanc's resource levels and the DICOM attachment type in both indexes.
+# Orthanc's resource levels: its own SQLite index numbers them from 1, the PostgreSQL plugin (the
+# plugin SDK's enumeration) from 0. The DICOM attachment type is 1 in both.
 LEVELS = {1: "patients", 2: "studies", 3: "series", 4: "instances"}
 INSTANCE_LEVEL = 4
+PG_LEVELS = {0: "patients", 1: "studies", 2: "series", 3: "instances"}
+PG_INSTANCE_LEVEL = 3
 DICOM_ATTACHMENT = 1
 PG_DSN = "host=/run/postgresql user=postgres dbname=orthanc"
 # The dump carries no owners: what it creates must belong to the role Orthanc connects as.
@@ -297,7 +300,7 @@ class DumpReader:
         if self.table == "resources":
             level = int(row["resourcetype"])
             self.resources[int(row["internalid"])] = (level, row["publicid"])
-            name = LEVELS[level]
+            name = PG_LEVELS[level]
             self.index.counts[name] = self.index.counts.get(name, 0) + 1
         else:
             self.index.uuids.add(row["uuid"])
@@ -307,7 +310,7 @@ class DumpReader:
     def result(self) -> Index:
         for internal, md5 in self.dicom_md5.items():
             level, public = self.resources.get(internal, (None, ""))
-            if level == INSTANCE_LEVEL:
+            if level == PG_INSTANCE_LEVEL:
                 self.index.instance_md5[public] = md5
         return self.index
 
