@@ -36,6 +36,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -322,6 +323,7 @@ def dump_postgresql(repo: Repository, container: str, backup_id: str) -> tuple[d
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    restic_out, restic_err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - freed on exit
     restic = subprocess.Popen(
         [
             "restic",
@@ -336,8 +338,9 @@ def dump_postgresql(repo: Repository, container: str, backup_id: str) -> tuple[d
         ],
         env=repo.env(),
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # Files, not pipes: restic reports progress while it reads, and nobody reads a pipe meanwhile.
+        stdout=restic_out,
+        stderr=restic_err,
     )
     reader = DumpReader()
     if dump.stdout is None or restic.stdin is None:
@@ -346,7 +349,10 @@ def dump_postgresql(repo: Repository, container: str, backup_id: str) -> tuple[d
         reader.feed(line)
         restic.stdin.write(line)
     restic.stdin.close()
-    output, restic_error = restic.communicate()
+    restic.wait()
+    restic_out.seek(0)
+    restic_err.seek(0)
+    output, restic_error = restic_out.read(), restic_err.read()
     dump_error = dump.stderr.read().decode(errors="replace") if dump.stderr else ""
     if dump.wait() != 0:
         raise BackupError(f"pg_dump in {container} failed: {' '.join(dump_error.split())[-400:]}")
