@@ -15,9 +15,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from types import ModuleType
 
+import orthanc_availability  # library/, on sys.path through conftest.py
 import pytest
-
-LIBRARY = Path(__file__).resolve().parents[2] / "library"
 
 
 def load(name: str, path: Path) -> ModuleType:
@@ -28,9 +27,6 @@ def load(name: str, path: Path) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while the file runs
     spec.loader.exec_module(module)
     return module
-
-
-orthanc_availability = load("orthanc_availability", LIBRARY / "orthanc_availability.py")
 
 
 class Unauthorized(BaseHTTPRequestHandler):

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 
+import orthanc_service  # library/, on sys.path through conftest.py
 import pytest
 
-LIBRARY = Path(__file__).resolve().parents[2] / "library"
 SERVICE = "auscat_orthanc"
 OLD = "auscat/orthanc:1.12.3-1"
 NEW = "auscat/orthanc:1.12.4-1"
 DIGEST = "@sha256:" + "ab" * 32
 LABEL = "com.docker.swarm.service.name"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
-
-
-orthanc_service = load("orthanc_service")
 
 
 class Clock:
