@@ -36,3 +36,8 @@ def run_playbook(
     return subprocess.run(
         command, cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=TIMEOUT_SECONDS, check=False
     )
+
+
+def unfolded_output(result: subprocess.CompletedProcess) -> str:
+    """The playbook's output on one line: Ansible folds long messages at spaces."""
+    return " ".join((result.stdout + result.stderr).split())

@@ -22,7 +22,7 @@ import pytest
 
 from tests.harness import stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.harness.playbook import run_playbook
+from tests.harness.playbook import run_playbook, unfolded_output
 from tests.harness.study import StoredStudy, assert_study_intact, missing_or_changed, send_study
 
 UNHEALTHY_TAG = "0.0.0-unhealthy"
@@ -50,7 +50,7 @@ def orthanc_version(orthanc: Orthanc) -> str:
 
 
 def output_of(result) -> str:
-    return result.stdout + result.stderr
+    return unfolded_output(result)
 
 
 def take_backup() -> tuple[str, str]:

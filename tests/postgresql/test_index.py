@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness import stack
 from tests.harness.orthanc import Orthanc, Target
-from tests.harness.playbook import run_playbook
+from tests.harness.playbook import run_playbook, unfolded_output
 from tests.harness.study import StoredStudy, assert_study_intact, missing_or_changed, send_study
 
 POSTGRESQL_UID = "4243"
@@ -156,10 +156,10 @@ def test_backup_then_wipe_then_restore_brings_back_index_and_files(
 ) -> None:
     before = orthanc.get("/statistics").json()["CountInstances"]
     result = run_playbook("backup.yml")
-    output = result.stdout + result.stderr
+    output = unfolded_output(result)
     assert result.returncode == 0, output
     # The index is dumped while Orthanc runs: nothing stops, HTTP never goes away.
-    assert re.search(rf"{before} instances; storage pass .* HTTP unavailable for 0(\.0)? s", output, re.DOTALL), output
+    assert re.search(rf"{before} instances; storage pass .* HTTP unavailable for 0(\.0)? s", output), output
     backup = re.search(r"Backup (\S+) in", output).group(1)
 
     stack.docker_cli("service", "scale", "--detach", f"{target.service}=0", f"{database_service}=0")

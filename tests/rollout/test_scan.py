@@ -7,7 +7,7 @@ import re
 
 from tests.harness import phantoms
 from tests.harness.orthanc import Orthanc
-from tests.harness.playbook import run_playbook
+from tests.harness.playbook import run_playbook, unfolded_output
 
 
 def test_scan_reports_identifiable_instances_by_uid_and_rule(orthanc: Orthanc) -> None:
@@ -20,7 +20,7 @@ def test_scan_reports_identifiable_instances_by_uid_and_rule(orthanc: Orthanc) -
             orthanc.post("/instances", data=phantoms.part10(dataset))  # the gate is off in this scenario
         result = run_playbook("scan.yml")
         assert result.returncode == 0, result.stdout + result.stderr
-        output = " ".join((result.stdout + result.stderr).split())  # Ansible folds long messages at spaces
+        output = unfolded_output(result)
         assert f"{unmarked.SOPInstanceUID} (Orthanc ID" in output
         assert "PatientIdentityRemoved (0012,0062) is not YES" in output
         assert f"{addressed.SOPInstanceUID} (Orthanc ID" in output

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -76,9 +75,8 @@ class Repository:
         return f"auscat-{self.stack}"
 
     def env(self) -> dict[str, str]:
-        env = {
-            key: value for key, value in os.environ.items() if not key.startswith("RESTIC_") and key != "AWS_SECRET_KEY"
-        }
+        # Only this repository's settings: a RESTIC_PASSWORD in root's environment must not override the file.
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RESTIC_")}
         env["RESTIC_REPOSITORY"] = self.url
         env["RESTIC_PASSWORD_FILE"] = str(self.password_file)
         if self.cache_dir:
@@ -150,18 +148,6 @@ def tag_value(snapshot: dict[str, Any], key: str) -> str:
     return ""
 
 
-@contextlib.contextmanager
-def exclusive(state: Path) -> Iterator[None]:
-    """One backup of a stack at a time (the steps span several commands: the lock is a file beside the state)."""
-    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with (state.parent / "lock").open("w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise BackupError(f"another backup of this stack holds {state.parent / 'lock'}") from error
-        yield
-
-
 def init(repo: Repository) -> dict[str, Any]:
     result = subprocess.run(["restic", "cat", "config"], env=repo.env(), capture_output=True, check=False)
     if result.returncode == 0:
@@ -176,17 +162,17 @@ def init(repo: Repository) -> dict[str, Any]:
 
 
 def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
-    """Copy the storage files while Orthanc runs; record the names the snapshot holds in STATE."""
-    with exclusive(state):
-        excludes = [arg for name in (*INDEX_FILES, "index-shm") for arg in ("--exclude", str(data_dir / name))]
-        summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
-        names = {
-            Path(node["path"]).name
-            for node in json_lines(repo.run(["ls", "--json", summary["snapshot"]]))
-            if node.get("type") == "file"
-        }
-        state.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
-        return {**summary, "files_in_snapshot": len(names)}
+    """Copy the storage files while Orthanc runs; record the names the snapshot holds in STATE (one per backup)."""
+    state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    excludes = [arg for name in (*INDEX_FILES, "index-shm") for arg in ("--exclude", str(data_dir / name))]
+    summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
+    names = {
+        Path(node["path"]).name
+        for node in json_lines(repo.run(["ls", "--json", summary["snapshot"]]))
+        if node.get("type") == "file"
+    }
+    state.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
+    return {**summary, "files_in_snapshot": len(names)}
 
 
 def json_lines(output: str) -> Iterator[dict[str, Any]]:
@@ -252,11 +238,8 @@ def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], l
         copied = set(state.read_text(encoding="utf-8").split())
     except OSError as error:
         raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
-    present, gone = [], []
-    for uuid in sorted(index.uuids - copied):
-        path = stored_path(data_dir, uuid)
-        (present if path.is_file() else gone).append(path if path.is_file() else uuid)
-    return present, gone  # type: ignore[return-value]
+    late = [(uuid, stored_path(data_dir, uuid)) for uuid in sorted(index.uuids - copied)]
+    return [path for _, path in late if path.is_file()], [uuid for uuid, path in late if not path.is_file()]
 
 
 def files_from(paths: Iterable[Path], state: Path) -> Path:
@@ -267,12 +250,11 @@ def files_from(paths: Iterable[Path], state: Path) -> Path:
 
 def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
     """The offline step: the index and the files that arrived since the storage pass."""
-    with exclusive(state):
-        index = read_sqlite(data_dir)
-        present, gone = late_files(data_dir, index, state)
-        paths = [data_dir / name for name in INDEX_FILES if (data_dir / name).exists()] + present
-        summary = repo.backup(["--files-from-verbatim", str(files_from(paths, state))], backup_id, "index")
-        return {**summary, "late_files": len(present), "index_entries_without_file": gone, **index.inventory()}
+    index = read_sqlite(data_dir)
+    present, gone = late_files(data_dir, index, state)
+    paths = [data_dir / name for name in INDEX_FILES if (data_dir / name).exists()] + present
+    summary = repo.backup(["--files-from-verbatim", str(files_from(paths, state))], backup_id, "index")
+    return {**summary, "late_files": len(present), "index_entries_without_file": gone, **index.inventory()}
 
 
 class DumpReader:
@@ -366,27 +348,26 @@ def index_postgresql(repo: Repository, container: str, data_dir: Path, backup_id
 
     A file the dump refers to can be deleted before it is copied (its instance was deleted after the
     dump): the dump is then taken again, and it no longer refers to that file."""
-    with exclusive(state):
-        for attempt in range(1, DUMP_ATTEMPTS + 1):
-            summary, index = dump_postgresql(repo, container, backup_id)
-            present, gone = late_files(data_dir, index, state)
-            late = {"snapshot": None}
-            if present:
-                late = repo.backup(["--files-from-verbatim", str(files_from(present, state))], backup_id, "late")
-            if not gone:
-                return {
-                    **summary,
-                    "late_snapshot": late["snapshot"],
-                    "late_files": len(present),
-                    "dump_attempts": attempt,
-                    "index_entries_without_file": [],
-                    **index.inventory(),
-                }
-            repo.run(["forget", summary["snapshot"], *([late["snapshot"]] if late["snapshot"] else [])])
-        raise BackupError(
-            f"the index kept referring to files that disappeared before they were copied ({len(gone)} after "
-            f"{DUMP_ATTEMPTS} dumps, e.g. {gone[0]}): deletions are running faster than the backup; try again later"
-        )
+    for attempt in range(1, DUMP_ATTEMPTS + 1):
+        summary, index = dump_postgresql(repo, container, backup_id)
+        present, gone = late_files(data_dir, index, state)
+        late = {"snapshot": None}
+        if present:
+            late = repo.backup(["--files-from-verbatim", str(files_from(present, state))], backup_id, "late")
+        if not gone:
+            return {
+                **summary,
+                "late_snapshot": late["snapshot"],
+                "late_files": len(present),
+                "dump_attempts": attempt,
+                "index_entries_without_file": [],
+                **index.inventory(),
+            }
+        repo.run(["forget", summary["snapshot"], *([late["snapshot"]] if late["snapshot"] else [])])
+    raise BackupError(
+        f"the index kept referring to files that disappeared before they were copied ({len(gone)} after "
+        f"{DUMP_ATTEMPTS} dumps, e.g. {gone[0]}): deletions are running faster than the backup; try again later"
+    )
 
 
 def store_manifest(repo: Repository, backup_id: str, manifest: Path) -> dict[str, Any]:
