@@ -27,6 +27,7 @@ from tests.harness.study import StoredStudy, assert_study_intact, missing_or_cha
 
 UNHEALTHY_TAG = "0.0.0-unhealthy"
 INGEST_ROUNDS_MAX = 40
+DRILL_PORT = 28142
 
 
 @pytest.fixture(scope="module")
@@ -213,6 +214,21 @@ def test_restore_refuses_a_damaged_repository_and_leaves_the_stack_serving(
         packs[-1].chmod(0o600)
         shutil.copy2(saved, packs[-1])
     assert restic("check").returncode == 0
+
+
+def test_restore_drill_proves_the_backup_in_a_scratch_stack_and_leaves_the_live_one(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    take_backup()
+    before = docker_client.services.get(target.service).attrs["Version"]["Index"]
+    result = run_playbook(
+        "restore.yml", {"orthanc_lifecycle_restore_drill": True, "orthanc_lifecycle_drill_http_port": DRILL_PORT}
+    )
+    assert result.returncode == 0, output_of(result)
+    assert "Restore drill passed" in output_of(result), output_of(result)
+    assert docker_client.services.get(target.service).attrs["Version"]["Index"] == before
+    assert not docker_client.services.list(filters={"name": f"{target.stack}-drill_"})
+    assert_study_intact(orthanc, stored)
 
 
 def test_backup_then_wipe_then_restore_gives_identical_data(

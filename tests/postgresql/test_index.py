@@ -175,5 +175,12 @@ def test_backup_then_wipe_then_restore_brings_back_index_and_files(
 
     result = run_playbook("restore.yml", {"orthanc_lifecycle_restore_backup": backup})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "identical to the backup's manifest" in result.stdout, result.stdout
+    assert "identical to the backup's manifest" in unfolded_output(result), unfolded_output(result)
+    assert_study_intact(orthanc, stored)
+
+    drill = run_playbook(
+        "restore.yml", {"orthanc_lifecycle_restore_drill": True, "orthanc_lifecycle_drill_http_port": 27142}
+    )
+    assert drill.returncode == 0, unfolded_output(drill)
+    assert "Restore drill passed" in unfolded_output(drill), unfolded_output(drill)
     assert_study_intact(orthanc, stored)
