@@ -10,10 +10,12 @@ LONG_CRASH_TRIALS ?= 30
 LONG_LOAD_SECONDS ?= 600
 # Options of `make bench`, e.g. BENCH_ARGS="--quick --backends sqlite" (python -m tests.bench --help).
 BENCH_ARGS ?=
+# Options of `make lifecycle-bench`, e.g. LIFECYCLE_BENCH_ARGS="--quick" (python -m tests.bench.lifecycle --help).
+LIFECYCLE_BENCH_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv site test lint unit molecule reliability bench clean-venv
+.PHONY: help venv site test lint unit molecule reliability bench lifecycle-bench clean-venv
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
@@ -23,6 +25,7 @@ help:
 	@echo "make molecule   molecule test of each scenario in SCENARIOS ($(SCENARIOS))"
 	@echo "make reliability  the reliability scenario with $(LONG_CRASH_TRIALS) crash trials and $(LONG_LOAD_SECONDS) s of load"
 	@echo "make bench      benchmark deployed vs stock vs bare Orthanc into build/bench (BENCH_ARGS=--quick: a smoke run)"
+	@echo "make lifecycle-bench  backup, restore, inventory and upgrade cost against archive size into build/lifecycle-bench"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +62,11 @@ reliability: venv
 # index backends; it brings up and removes its own stacks and installs DCMTK when storescu is missing.
 bench: venv
 	$(BIN)/python -m tests.bench $(BENCH_ARGS)
+
+# Not part of `make test`: backup, restore, inventory and upgrade against archive size, the replaced
+# tar backup side by side (python -m tests.bench.lifecycle --help); its own stacks, removed at the end.
+lifecycle-bench: venv
+	$(BIN)/python -m tests.bench.lifecycle $(LIFECYCLE_BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

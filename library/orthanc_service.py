@@ -50,6 +50,14 @@ options:
       - Seconds to wait in all before failing.
     type: int
     default: 180
+  max_ended_tasks:
+    description:
+      - With O(state=healthy) or O(state=started), fail as soon as this many tasks of the service (on O(image),
+        when given) have ended while the module waited for a healthy one, instead of waiting out O(timeout).
+      - Swarm replaces a task that fails its health check; an image that never becomes healthy is then found
+        after a few health checks, not after O(timeout). V(0) waits out O(timeout).
+    type: int
+    default: 0
 attributes:
   check_mode:
     support: full
@@ -204,6 +212,16 @@ class Swarm:
     def scale(self, name: str, replicas: int) -> None:
         self._checked("service", "scale", "--detach", f"{name}={replicas}")
 
+    def ended_tasks(self, name: str, image: str | None) -> set[str]:
+        """IDs of the service's tasks Swarm has shut down (on ``image``, when given)."""
+        out = self._checked("service", "ps", "--no-trunc", name, "--format", "{{.ID}} {{.Image}} {{.DesiredState}}")
+        ended = set()
+        for line in out.splitlines():
+            task_id, task_image, desired = [*line.split(), "", "", ""][:3]
+            if desired == "Shutdown" and (image is None or strip_digest(task_image) == image):
+                ended.add(task_id)
+        return ended
+
 
 class ServiceTask:
     """One run of the module: every wait shares the deadline set when `run` starts."""
@@ -217,7 +235,9 @@ class ServiceTask:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         poll_seconds: float = 1.0,
+        max_ended_tasks: int = 0,
     ) -> None:
+        self.max_ended_tasks = max_ended_tasks
         self.swarm = swarm
         self.name = name
         self.timeout = timeout
@@ -299,7 +319,16 @@ class ServiceTask:
         return spec
 
     def _await_healthy(self, image: str | None) -> Container:
+        ended_before = self.swarm.ended_tasks(self.name, image) if self.max_ended_tasks else set()
+
         def probe() -> tuple[Container | None, str]:
+            if self.max_ended_tasks:
+                ended = self.swarm.ended_tasks(self.name, image) - ended_before
+                if len(ended) >= self.max_ended_tasks:
+                    raise ServiceError(
+                        f"{len(ended)} tasks of {self.name}{' on ' + image if image else ''} ended without one "
+                        f"becoming healthy. Inspect with: docker service ps --no-trunc {self.name}"
+                    )
             healthy = self.swarm.containers(self.name, healthy=True)
             if len(healthy) != 1:
                 return None, f"{len(healthy)} healthy container(s)"
@@ -333,6 +362,7 @@ def main() -> None:
             "state": {"type": "str", "choices": ["healthy", "stopped", "started"], "default": "healthy"},
             "image": {"type": "str"},
             "timeout": {"type": "int", "default": 180},
+            "max_ended_tasks": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
@@ -347,7 +377,13 @@ def main() -> None:
         rc, out, err = module.run_command(argv)
         return rc, out, err
 
-    task = ServiceTask(Swarm(docker, run), params["name"], params["timeout"], check_mode=module.check_mode)
+    task = ServiceTask(
+        Swarm(docker, run),
+        params["name"],
+        params["timeout"],
+        check_mode=module.check_mode,
+        max_ended_tasks=params["max_ended_tasks"],
+    )
     try:
         result = task.run(params["state"], params["image"])
     except ServiceError as exc:

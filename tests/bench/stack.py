@@ -71,15 +71,18 @@ class Stack:
         )
 
 
-def playbook_command(stack: Stack, vars_file: Path) -> list[str]:
-    """ansible-playbook of this virtualenv, the stack's inventory, the site playbook; secrets only via -e @file."""
+def playbook_command(stack: Stack, vars_file: Path, playbook: str = "site.yml", extra: dict | None = None) -> list[str]:
+    """ansible-playbook of this virtualenv, the stack's inventory, a playbook; secrets only via -e @file."""
     executable = Path(sys.executable).parent / "ansible-playbook"
     program = str(executable) if executable.exists() else "ansible-playbook"
-    return [program, "-i", str(stack.inventory), "playbooks/site.yml", "-e", f"@{vars_file}"]
+    command = [program, "-i", str(stack.inventory), f"playbooks/{playbook}", "-e", f"@{vars_file}"]
+    return command + (["-e", json.dumps(extra)] if extra else [])
 
 
-def deploy(stack: Stack, vars_file: Path, log_path: Path) -> None:
-    """Roll the stack out with the site playbook; its output goes to ``log_path``."""
+def deploy(
+    stack: Stack, vars_file: Path, log_path: Path, playbook: str = "site.yml", extra: dict | None = None
+) -> None:
+    """Run a playbook (the site playbook: roll the stack out) on the stack; its output goes to ``log_path``."""
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(REPOSITORY / "ansible.cfg"),
@@ -91,7 +94,7 @@ def deploy(stack: Stack, vars_file: Path, log_path: Path) -> None:
     with log_path.open("w", encoding="utf-8") as log:
         try:
             done = subprocess.run(
-                playbook_command(stack, vars_file),
+                playbook_command(stack, vars_file, playbook, extra),
                 cwd=REPOSITORY,
                 env=env,
                 stdout=log,
@@ -100,11 +103,12 @@ def deploy(stack: Stack, vars_file: Path, log_path: Path) -> None:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise BenchError(f"rollout of {stack.name} did not finish within {PLAYBOOK_TIMEOUT_SECONDS} s") from None
+            raise BenchError(f"{playbook} on {stack.name} did not finish within {PLAYBOOK_TIMEOUT_SECONDS} s") from None
     if done.returncode != 0:
         tail = "\n".join(log_path.read_text(encoding="utf-8").splitlines()[-30:])
         raise BenchError(
-            f"rollout of stack {stack.name} ({stack.backend}) with {stack.inventory} failed (exit {done.returncode}); "
+            f"{playbook} on stack {stack.name} ({stack.backend}) with {stack.inventory} failed "
+            f"(exit {done.returncode}); "
             f"full output in {log_path}:\n{tail}\n--- docker service logs {stack.service} ---\n"
             f"{service_logs(stack.service)}"
         )

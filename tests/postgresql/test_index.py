@@ -175,7 +175,7 @@ def test_backup_then_wipe_then_restore_brings_back_index_and_files(
 
     result = run_playbook("restore.yml", {"orthanc_lifecycle_restore_backup": backup})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "identical to the backup's manifest" in unfolded_output(result), unfolded_output(result)
+    assert "identical to the manifest of the backup" in unfolded_output(result), unfolded_output(result)
     assert_study_intact(orthanc, stored)
 
     drill = run_playbook(

@@ -76,6 +76,8 @@ class FakeSwarm:
             return self.scale(name, int(replicas))
         if args[0] == "ps":
             return self.ps(args[1:])
+        if args[:2] == ["service", "ps"]:
+            return self.service_ps(args[2:])
         raise AssertionError(f"unexpected docker call {args}")
 
     def inspect(self, name: str) -> tuple[int, str, str]:
@@ -125,6 +127,19 @@ class FakeSwarm:
         assert args[args.index("--format") + 1] == "{{.ID}} {{.Image}}"
         return 0, "".join(f"{task.id} {task.image}\n" for task in tasks), ""
 
+    def service_ps(self, args: list[str]) -> tuple[int, str, str]:
+        assert args[:2] == ["--no-trunc", SERVICE]
+        assert args[args.index("--format") + 1] == "{{.ID}} {{.Image}} {{.DesiredState}}"
+        now = self.clock()
+        lines = [f"{task.id} {task.image} {'Running' if task.gone_at > now else 'Shutdown'}\n" for task in self.tasks]
+        return 0, "".join(lines), ""
+
+    def fail_health(self, image: str, period: float) -> None:
+        """Swarm's handling of an image that never becomes healthy: each task is replaced after ``period``."""
+        for number in range(1, 50):
+            task = self.add_task(image, started_at=period * (number - 1), healthy_at=float("inf"))
+            task.gone_at = period * number
+
     def scaled(self) -> list[str]:
         return [call[3] for call in self.calls if call[:2] == ["service", "scale"]]
 
@@ -141,7 +156,14 @@ def swarm(clock: Clock) -> FakeSwarm:
     return swarm
 
 
-def run(swarm: FakeSwarm, state: str, image: str | None = None, timeout: int = 180, check_mode: bool = False):
+def run(
+    swarm: FakeSwarm,
+    state: str,
+    image: str | None = None,
+    timeout: int = 180,
+    check_mode: bool = False,
+    max_ended_tasks: int = 0,
+):
     task = orthanc_service.ServiceTask(
         orthanc_service.Swarm("/usr/bin/docker", swarm),
         SERVICE,
@@ -149,6 +171,7 @@ def run(swarm: FakeSwarm, state: str, image: str | None = None, timeout: int = 1
         check_mode=check_mode,
         sleep=swarm.clock.sleep,
         clock=swarm.clock,
+        max_ended_tasks=max_ended_tasks,
     )
     return task.run(state, image)
 
@@ -225,6 +248,22 @@ def test_a_task_that_never_becomes_healthy_times_out_naming_what_was_awaited(swa
     )
     with pytest.raises(orthanc_service.ServiceError, match=f"^{re.escape(expected)}$"):
         run(swarm, "healthy", image=NEW, timeout=20)
+
+
+def test_an_image_whose_tasks_keep_failing_their_health_check_fails_before_the_timeout(
+    swarm: FakeSwarm, clock: Clock
+) -> None:
+    swarm.tasks.clear()
+    swarm.fail_health(NEW + DIGEST, period=15.0)
+    with pytest.raises(orthanc_service.ServiceError, match=f"^2 tasks of {SERVICE} on {re.escape(NEW)} ended"):
+        run(swarm, "healthy", image=NEW, timeout=180, max_ended_tasks=2)
+    assert clock.now == pytest.approx(30.0, abs=1.5)
+
+
+def test_tasks_that_ended_before_the_wait_do_not_count(swarm: FakeSwarm, clock: Clock) -> None:
+    old = swarm.add_task(NEW + DIGEST, started_at=-90.0, healthy_at=float("inf"))
+    old.gone_at = -61.0
+    assert run(swarm, "healthy", image=NEW, max_ended_tasks=1).container == swarm.tasks[0].id
 
 
 def test_a_healthy_task_on_another_image_is_not_accepted(swarm: FakeSwarm) -> None:
