@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -141,6 +143,13 @@ def summary_of(output: str) -> dict[str, Any]:
     raise BackupError(f"restic backup printed no summary: {output[-300:]}")
 
 
+def moment(restic_time: str) -> datetime.datetime:
+    """A snapshot's time as a point in time: restic writes the host's UTC offset of the moment (it changes
+    with daylight saving) and nanoseconds, so its text does not sort."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", restic_time).replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(text)
+
+
 def tag_value(snapshot: dict[str, Any], key: str) -> str:
     for tag in snapshot.get("tags") or []:
         if tag.startswith(f"{key}="):
@@ -166,13 +175,14 @@ def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     excludes = [arg for name in (*INDEX_FILES, "index-shm") for arg in ("--exclude", str(data_dir / name))]
     summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
-    names = {
-        Path(node["path"]).name
+    # Name and size: a file Orthanc was still writing when restic read it is copied again later.
+    copied = {
+        Path(node["path"]).name: int(node.get("size", 0))
         for node in json_lines(repo.run(["ls", "--json", summary["snapshot"]]))
         if node.get("type") == "file"
     }
-    state.write_text("".join(f"{name}\n" for name in sorted(names)), encoding="utf-8")
-    return {**summary, "files_in_snapshot": len(names)}
+    state.write_text("".join(f"{name} {size}\n" for name, size in sorted(copied.items())), encoding="utf-8")
+    return {**summary, "files_in_snapshot": len(copied)}
 
 
 def json_lines(output: str) -> Iterator[dict[str, Any]]:
@@ -185,11 +195,12 @@ def json_lines(output: str) -> Iterator[dict[str, Any]]:
 
 @dataclass
 class Index:
-    """What an index refers to: counts per level, the digest over every instance's MD5, attachment UUIDs."""
+    """What an index refers to: counts per level, the digest over every instance's MD5, and the size of
+    every attachment's stored file by UUID."""
 
     counts: dict[str, int] = field(default_factory=dict)
     instance_md5: dict[str, str] = field(default_factory=dict)
-    uuids: set[str] = field(default_factory=set)
+    uuids: dict[str, int] = field(default_factory=dict)
 
     def inventory(self) -> dict[str, Any]:
         lines = "".join(f"{instance} {self.instance_md5[instance]}\n" for instance in sorted(self.instance_md5))
@@ -220,7 +231,7 @@ def read_sqlite(data_dir: Path) -> Index:
                     (INSTANCE_LEVEL, DICOM_ATTACHMENT),
                 )
             )
-            index.uuids = {row[0] for row in connection.execute("SELECT uuid FROM AttachedFiles")}
+            index.uuids = dict(connection.execute("SELECT uuid, compressedSize FROM AttachedFiles"))
             return index
         finally:
             connection.close()
@@ -235,10 +246,13 @@ def stored_path(data_dir: Path, uuid: str) -> Path:
 def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
     """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
     try:
-        copied = set(state.read_text(encoding="utf-8").split())
+        lines = state.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
-    late = [(uuid, stored_path(data_dir, uuid)) for uuid in sorted(index.uuids - copied)]
+    copied = {name: int(size) for name, size in (line.split() for line in lines if line.strip())}
+    late = [
+        (uuid, stored_path(data_dir, uuid)) for uuid, size in sorted(index.uuids.items()) if copied.get(uuid) != size
+    ]
     return [path for _, path in late if path.is_file()], [uuid for uuid, path in late if not path.is_file()]
 
 
@@ -286,7 +300,7 @@ class DumpReader:
             name = PG_LEVELS[level]
             self.index.counts[name] = self.index.counts.get(name, 0) + 1
         else:
-            self.index.uuids.add(row["uuid"])
+            self.index.uuids[row["uuid"]] = int(row["compressedsize"])
             if int(row["filetype"]) == DICOM_ATTACHMENT:
                 self.dicom_md5[int(row["id"])] = row["uncompressedhash"]
 
@@ -385,7 +399,7 @@ def backups(repo: Repository) -> list[dict[str, Any]]:
     found = []
     for snapshot in repo.snapshots("manifest"):
         found.append({"backup": tag_value(snapshot, "backup"), "time": snapshot["time"], "manifest": snapshot["id"]})
-    return sorted(found, key=lambda item: item["time"])
+    return sorted(found, key=lambda item: moment(item["time"]))
 
 
 def forget(repo: Repository, daily: int, weekly: int, monthly: int) -> dict[str, Any]:
@@ -410,9 +424,13 @@ def forget(repo: Repository, daily: int, weekly: int, monthly: int) -> dict[str,
     )
     kept = {tag_value(s, "backup") for group in groups for s in group.get("keep") or []}
     snapshots = repo.snapshots()
-    newest_kept = max((s["time"] for s in snapshots if tag_value(s, "backup") in kept), default="")
+    newest_kept = max((moment(s["time"]) for s in snapshots if tag_value(s, "backup") in kept), default=None)
     # Parts of a backup still being made are newer than every kept manifest: leave them.
-    removed = [s["id"] for s in snapshots if tag_value(s, "backup") not in kept and s["time"] < newest_kept]
+    removed = [
+        s["id"]
+        for s in snapshots
+        if tag_value(s, "backup") not in kept and newest_kept is not None and moment(s["time"]) < newest_kept
+    ]
     if removed:
         repo.run(["forget", *removed])
         repo.run(["prune", "--max-unused", "10%"])

@@ -1,0 +1,532 @@
+"""The host's backup helper (auscat_backup.py) against the real restic, on a fake Orthanc data directory.
+
+restic derives its key (scrypt, calibrated to about half a second) in every command, so the tests share
+what they can: one repository made by init() and copied per test, and module fixtures holding backups
+that the tests using them only read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "orthanc_lifecycle" / "files"))
+
+import auscat_backup
+from auscat_backup import BackupError, Repository
+
+STACK = "unit"
+PASSWORD = "Repository-Password-Under-Test-0042"  # noqa: S105 - the password of throwaway test repositories
+BACKUP_ID = "unit-20261201T020000Z"
+# Orthanc's SQLite index numbers the levels from 1 (the PostgreSQL plugin from 0).
+PATIENT, STUDY, SERIES, INSTANCE = 1, 2, 3, 4
+DICOM = 1
+SERIES_ATTACHMENT = 1025  # a user-defined attachment type, attached to the series
+SCHEMA = """
+CREATE TABLE Resources(internalId INTEGER PRIMARY KEY, resourceType INTEGER, publicId TEXT, parentId INTEGER);
+CREATE TABLE AttachedFiles(id INTEGER, fileType INTEGER, uuid TEXT, compressedSize INTEGER,
+                           uncompressedSize INTEGER, compressionType INTEGER, uncompressedMD5 TEXT,
+                           compressedMD5 TEXT, PRIMARY KEY(id, fileType));
+"""
+PG_RESOURCE_COLUMNS = ["internalid", "resourcetype", "publicid", "parentid"]
+PG_ATTACHMENT_COLUMNS = [
+    "id",
+    "filetype",
+    "uuid",
+    "compressedsize",
+    "uncompressedsize",
+    "compressiontype",
+    "uncompressedhash",
+    "compressedhash",
+    "revision",
+]
+
+
+def public_id(seed: str) -> str:
+    """An identifier shaped like Orthanc's: five groups of eight hex digits."""
+    digest = hashlib.sha256(seed.encode()).hexdigest()[:40]
+    return "-".join(digest[start : start + 8] for start in range(0, 40, 8))
+
+
+def md5(content: bytes) -> str:
+    return hashlib.md5(content, usedforsecurity=False).hexdigest()
+
+
+@dataclass
+class Resource:
+    internal_id: int
+    level: int
+    public_id: str
+    parent_id: int | None
+
+
+@dataclass
+class Attachment:
+    resource: int
+    file_type: int
+    uuid: str
+    size: int
+    md5: str
+
+
+@dataclass
+class FakeOrthanc:
+    """An Orthanc data directory: storage files at <uuid[0:2]>/<uuid[2:4]>/<uuid> and the SQLite index with
+    the two tables the helper reads, in Orthanc's column names. One patient, study and series."""
+
+    root: Path
+    instances: int = 3
+    size: int = 16384
+    resources: list[Resource] = field(default_factory=list)
+    attachments: list[Attachment] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True)
+        with self.database() as database:
+            database.executescript(SCHEMA)
+        patient = self.add_resource(PATIENT, None)
+        study = self.add_resource(STUDY, patient)
+        self.series = self.add_resource(SERIES, study)
+        self.attach(self.series, SERIES_ATTACHMENT, os.urandom(512))
+        for _ in range(self.instances):
+            self.add_instance()
+
+    @contextlib.contextmanager
+    def database(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(self.root / "index")
+        connection.execute("PRAGMA synchronous = OFF")  # a throwaway index needs no fsync per row
+        try:
+            yield connection
+            connection.commit()
+        finally:
+            connection.close()
+
+    def add_resource(self, level: int, parent: int | None) -> int:
+        resource = Resource(len(self.resources) + 1, level, public_id(f"{self.root}/{len(self.resources)}"), parent)
+        with self.database() as database:
+            database.execute(
+                "INSERT INTO Resources (internalId, resourceType, publicId, parentId) VALUES (?, ?, ?, ?)",
+                (resource.internal_id, level, resource.public_id, parent),
+            )
+        self.resources.append(resource)
+        return resource.internal_id
+
+    def attach(
+        self, resource: int, file_type: int, content: bytes, *, name: str | None = None, write: bool = True
+    ) -> Attachment:
+        """The file (unless write is false), then the index rows: Orthanc's order."""
+        attachment = Attachment(resource, file_type, name or str(uuid.uuid4()), len(content), md5(content))
+        if write:
+            self.write(attachment.uuid, content)
+        with self.database() as database:
+            database.execute(
+                "INSERT INTO AttachedFiles (id, fileType, uuid, compressedSize, uncompressedSize, compressionType,"
+                " uncompressedMD5, compressedMD5) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                (
+                    resource,
+                    file_type,
+                    attachment.uuid,
+                    attachment.size,
+                    attachment.size,
+                    attachment.md5,
+                    attachment.md5,
+                ),
+            )
+        self.attachments.append(attachment)
+        return attachment
+
+    def add_instance(self, content: bytes | None = None, *, name: str | None = None, write: bool = True) -> Attachment:
+        """A new instance of the series with its DICOM file."""
+        content = os.urandom(self.size) if content is None else content
+        return self.attach(self.add_resource(INSTANCE, self.series), DICOM, content, name=name, write=write)
+
+    def stored_path(self, name: str) -> Path:
+        return self.root / name[0:2] / name[2:4] / name
+
+    def write(self, name: str, content: bytes) -> None:
+        self.stored_path(name).parent.mkdir(parents=True, exist_ok=True)
+        self.stored_path(name).write_bytes(content)
+
+    def stored_names(self) -> set[str]:
+        return {attachment.uuid for attachment in self.attachments if self.stored_path(attachment.uuid).is_file()}
+
+    def digest(self) -> str:
+        """sha256 over the sorted "publicId md5" lines of the instances, from what was written."""
+        public = {resource.internal_id: resource.public_id for resource in self.resources if resource.level == INSTANCE}
+        lines = sorted(f"{public[a.resource]} {a.md5}\n" for a in self.attachments if a.file_type == DICOM)
+        return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+    def pg_dump(self, resource_columns: list[str], attachment_columns: list[str]) -> list[bytes]:
+        """The same content as plain pg_dump prints the PostgreSQL plugin's index (levels from 0)."""
+        resources = [
+            {
+                "internalid": str(r.internal_id),
+                "resourcetype": str(r.level - 1),
+                "publicid": r.public_id,
+                "parentid": "\\N" if r.parent_id is None else str(r.parent_id),
+            }
+            for r in self.resources
+        ]
+        attachments = [
+            {
+                "id": str(a.resource),
+                "filetype": str(a.file_type),
+                "uuid": a.uuid,
+                "compressedsize": str(a.size),
+                "uncompressedsize": str(a.size),
+                "compressiontype": "1",
+                "uncompressedhash": a.md5,
+                "compressedhash": a.md5,
+                "revision": "0",
+            }
+            for a in self.attachments
+        ]
+        tag = {"id": "1", "taggroup": "16", "tagelement": "32", "value": "PATIENT-0042"}
+        text = [
+            "--",
+            "-- PostgreSQL database dump",
+            "--",
+            "SET client_encoding = 'UTF8';",
+            "CREATE TABLE public.resources (",
+            "    internalid bigint NOT NULL,",
+            "    resourcetype integer NOT NULL,",
+            "    publicid character varying(64) NOT NULL,",
+            "    parentid bigint",
+            ");",
+            *copy_block("attachedfiles", attachment_columns, attachments),
+            *copy_block("maindicomtags", ["id", "taggroup", "tagelement", "value"], [tag]),  # to be passed over
+            *copy_block("resources", resource_columns, resources),
+            "SELECT pg_catalog.setval('public.resources_internalid_seq', 42, true);",
+            "-- PostgreSQL database dump complete",
+        ]
+        return [f"{line}\n".encode() for line in text]
+
+
+def copy_block(table: str, columns: list[str], rows: list[dict[str, str]]) -> list[str]:
+    return [
+        f"COPY public.{table} ({', '.join(columns)}) FROM stdin;",
+        *("\t".join(row[column] for column in columns) for row in rows),
+        "\\.",
+        "",
+    ]
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def write_manifest(path: Path, data_dir: Path, storage: dict[str, Any], index: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    content = {
+        "stack": STACK,
+        "data_dir": str(data_dir),
+        "index_backend": "sqlite",
+        "snapshots": {"storage": storage["snapshot"], "index": index["snapshot"], "late": None},
+    }
+    path.write_text(json.dumps(content), encoding="utf-8")
+    return path
+
+
+def file_names(repo: Repository, snapshot: str) -> set[str]:
+    """The name of every file in a snapshot, as `restic ls` shows them."""
+    nodes = [json.loads(line) for line in repo.run(["ls", "--json", snapshot]).splitlines()]
+    return {node["name"] for node in nodes if node.get("type") == "file"}
+
+
+def parts(repo: Repository) -> set[tuple[str, str, str]]:
+    """(backup, part, short id) of every snapshot of the stack."""
+    return {
+        (auscat_backup.tag_value(s, "backup"), auscat_backup.tag_value(s, "part"), s["short_id"])
+        for s in repo.snapshots()
+    }
+
+
+def copy_repository(source: Repository, where: Path) -> Repository:
+    """A copy of a local repository, with a cache of its own."""
+    shutil.copytree(source.url, where / "repo")
+    return Repository(str(where / "repo"), source.password_file, STACK, where / "cache")
+
+
+@pytest.fixture(scope="session")
+def restic() -> str:
+    found = shutil.which("restic")
+    if found is None:
+        pytest.fail("restic is not installed on this machine: ./bootstrap.sh installs it (role orthanc_lifecycle)")
+    return found
+
+
+@dataclass
+class Initialised:
+    repo: Repository
+    result: dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def initialised(restic: str, tmp_path_factory: pytest.TempPathFactory) -> Initialised:
+    """A repository made by init(), and what init() returned. init takes seconds: the tests copy it."""
+    root = tmp_path_factory.mktemp("initialised")
+    password_file = root / "password"
+    password_file.write_text(f"{PASSWORD}\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    repo = Repository(str(root / "repo"), password_file, STACK, root / "cache")
+    return Initialised(repo, auscat_backup.init(repo))
+
+
+@pytest.fixture
+def repository(initialised: Initialised, tmp_path: Path) -> Repository:
+    return copy_repository(initialised.repo, tmp_path)
+
+
+@dataclass
+class SqliteBackup:
+    repo: Repository
+    orthanc: FakeOrthanc
+    state: Path
+    stored_during_pass: set[str]
+    late: Attachment
+    storage: dict[str, Any]
+    index: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def sqlite_backup(initialised: Initialised, tmp_path_factory: pytest.TempPathFactory) -> SqliteBackup:
+    """One complete backup of a SQLite stack, with an instance that arrived during the storage pass."""
+    root = tmp_path_factory.mktemp("sqlite-backup")
+    repo = copy_repository(initialised.repo, root)
+    orthanc = FakeOrthanc(root / "data")
+    state = root / "state" / "backup.names"
+    stored = orthanc.stored_names()
+    storage = auscat_backup.storage_pass(repo, orthanc.root, BACKUP_ID, state)
+    late = orthanc.add_instance()
+    index = auscat_backup.index_sqlite(repo, orthanc.root, BACKUP_ID, state)
+    manifest_file = write_manifest(root / "manifest.json", orthanc.root, storage, index)
+    manifest = auscat_backup.store_manifest(repo, BACKUP_ID, manifest_file)
+    return SqliteBackup(repo, orthanc, state, stored, late, storage, index, manifest)
+
+
+@dataclass
+class IrregularBackup:
+    repo: Repository
+    half_written: Attachment
+    missing: Attachment
+    index: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def irregular_backup(initialised: Initialised, tmp_path_factory: pytest.TempPathFactory) -> IrregularBackup:
+    """A SQLite backup whose storage pass found a file half written (Orthanc writes the file, then commits
+    its index rows), and whose index has an entry with no file."""
+    root = tmp_path_factory.mktemp("irregular-backup")
+    repo = copy_repository(initialised.repo, root)
+    orthanc = FakeOrthanc(root / "data", instances=1)
+    state = root / "state" / "backup.names"
+    name, content = str(uuid.uuid4()), os.urandom(orthanc.size)
+    orthanc.write(name, content[: len(content) // 2])
+    auscat_backup.storage_pass(repo, orthanc.root, BACKUP_ID, state)
+    half_written = orthanc.add_instance(content, name=name)  # the write completes, the index rows follow
+    missing = orthanc.add_instance(write=False)
+    index = auscat_backup.index_sqlite(repo, orthanc.root, BACKUP_ID, state)
+    return IrregularBackup(repo, half_written, missing, index)
+
+
+def test_init_creates_a_repository_once(initialised: Initialised) -> None:
+    assert initialised.result == {"repository": initialised.repo.url, "created": True}
+    assert (Path(initialised.repo.url) / "config").is_file()
+    assert auscat_backup.init(initialised.repo) == {"repository": initialised.repo.url, "created": False}
+
+
+def test_init_with_a_wrong_password_names_the_password_file_not_the_password(
+    repository: Repository, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("Not-The-Repository-Password-4711\n", encoding="utf-8")
+    with pytest.raises(BackupError) as refused:
+        auscat_backup.init(Repository(repository.url, wrong, STACK, tmp_path / "cache"))
+    message = str(refused.value)
+    assert "refused the password" in message
+    assert str(wrong) in message
+    assert "Not-The-Repository-Password-4711" not in message
+    assert PASSWORD not in message
+
+
+def test_check_of_a_missing_repository_names_the_repository(restic: str, tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text(f"{PASSWORD}\n", encoding="utf-8")
+    absent = tmp_path / "absent"
+    with pytest.raises(BackupError) as refused:
+        auscat_backup.check(Repository(str(absent), password_file, STACK, tmp_path / "cache"))
+    assert f"no repository at {absent}" in str(refused.value)
+
+
+def test_storage_pass_records_the_names_it_copied_in_the_state_file(sqlite_backup: SqliteBackup) -> None:
+    lines = sqlite_backup.state.read_text(encoding="utf-8").splitlines()
+    assert [line.split()[0] for line in lines] == sorted(sqlite_backup.stored_during_pass)
+
+
+def test_storage_pass_leaves_the_index_to_the_index_step(sqlite_backup: SqliteBackup) -> None:
+    names = file_names(sqlite_backup.repo, sqlite_backup.storage["snapshot"])
+    assert "index" not in names
+    assert names == sqlite_backup.stored_during_pass
+
+
+def test_index_step_copies_the_files_that_arrived_during_the_storage_pass(sqlite_backup: SqliteBackup) -> None:
+    assert sqlite_backup.late.uuid not in sqlite_backup.stored_during_pass
+    assert sqlite_backup.index["late_files"] == 1
+    assert sqlite_backup.index["index_entries_without_file"] == []
+
+
+def test_index_step_reports_the_counts_and_the_digest_of_the_index(sqlite_backup: SqliteBackup) -> None:
+    index = sqlite_backup.index
+    instances = sqlite_backup.orthanc.instances + 1
+    assert (index["patients"], index["studies"], index["series"], index["instances"]) == (1, 1, 1, instances)
+    assert index["listed"] == instances
+    assert index["digest"] == sqlite_backup.orthanc.digest()
+
+
+def test_restore_gives_back_every_file_of_the_data_directory_byte_identical(
+    sqlite_backup: SqliteBackup, tmp_path: Path
+) -> None:
+    target = tmp_path / "restore"
+    restored = auscat_backup.restore(sqlite_backup.repo, "latest", target)
+    data = target / str(sqlite_backup.orthanc.root).lstrip("/")
+    assert restored["backup"] == BACKUP_ID
+    assert restored["data_dir"] == str(data)
+    original = files_under(sqlite_backup.orthanc.root)
+    late = sqlite_backup.orthanc.stored_path(sqlite_backup.late.uuid).relative_to(sqlite_backup.orthanc.root)
+    assert {"index", late.as_posix()} <= set(original)
+    assert files_under(data) == original
+
+
+def test_list_shows_the_complete_backup(sqlite_backup: SqliteBackup) -> None:
+    found = auscat_backup.backups(sqlite_backup.repo)
+    assert [backup["backup"] for backup in found] == [BACKUP_ID]
+    assert found[0]["manifest"].startswith(sqlite_backup.manifest["snapshot"])
+
+
+def test_restore_of_an_unknown_backup_names_it_and_the_latest_backups(
+    sqlite_backup: SqliteBackup, tmp_path: Path
+) -> None:
+    target = tmp_path / "restore"
+    with pytest.raises(BackupError) as refused:
+        auscat_backup.restore(sqlite_backup.repo, "unit-19990101T000000Z", target)
+    assert "no complete backup unit-19990101T000000Z" in str(refused.value)
+    assert f"latest: {BACKUP_ID}" in str(refused.value)
+    assert not target.exists()
+
+
+def test_index_step_reports_an_index_entry_whose_file_is_missing(irregular_backup: IrregularBackup) -> None:
+    assert irregular_backup.index["index_entries_without_file"] == [irregular_backup.missing.uuid]
+
+
+def test_index_step_carries_a_file_the_storage_pass_found_half_written(irregular_backup: IrregularBackup) -> None:
+    # Orthanc writes a storage file in place, then commits its index rows: a storage pass that reads the
+    # file meanwhile copies half of it, and the index step must copy it again.
+    assert irregular_backup.index["late_files"] == 1, (
+        f"the index step did not copy {irregular_backup.half_written.uuid}: the backup keeps the half of it "
+        "that the storage pass read"
+    )
+
+
+def test_second_storage_pass_of_an_unchanged_directory_adds_little(repository: Repository, tmp_path: Path) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=4, size=65536)
+    first = auscat_backup.storage_pass(repository, orthanc.root, "unit-1", tmp_path / "state" / "1.names")
+    second = auscat_backup.storage_pass(repository, orthanc.root, "unit-2", tmp_path / "state" / "2.names")
+    assert first["bytes_added"] > 4 * 65536
+    assert second["bytes_added"] < first["bytes_added"] / 20
+    assert second["files_new"] == 0
+
+
+def test_forget_keeps_every_part_of_the_newest_backup_and_a_backup_in_progress(
+    sqlite_backup: SqliteBackup, tmp_path: Path
+) -> None:
+    repo = copy_repository(sqlite_backup.repo, tmp_path)  # holds the first complete backup
+    data_dir = sqlite_backup.orthanc.root
+    made: dict[str, set[tuple[str, str, str]]] = {}
+    for backup_id in ("unit-2", "unit-3"):
+        # The parts as the steps tag them (Repository.backup), without the steps' extra restic calls.
+        storage = repo.backup([str(data_dir)], backup_id, "storage")
+        index = repo.backup([str(data_dir / "index")], backup_id, "index")
+        manifest_file = write_manifest(tmp_path / backup_id / "manifest.json", data_dir, storage, index)
+        manifest = auscat_backup.store_manifest(repo, backup_id, manifest_file)
+        made[backup_id] = {
+            (backup_id, part, summary["snapshot"])
+            for part, summary in (("storage", storage), ("index", index), ("manifest", manifest))
+        }
+    in_progress = repo.backup([str(data_dir)], "unit-4", "storage")
+    result = auscat_backup.forget(repo, daily=1, weekly=0, monthly=0)
+    assert result == {"kept_backups": ["unit-3"], "removed_snapshots": 6}
+    assert parts(repo) == {*made["unit-3"], ("unit-4", "storage", in_progress["snapshot"])}
+
+
+def test_latest_backup_is_the_newest_even_when_the_clock_went_back(
+    repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The end of daylight saving in Sydney: 02:40 at +11:00 comes before 02:20 at +10:00. restic records
+    # each snapshot's time with the host's offset of the moment.
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}", encoding="utf-8")
+    for backup_id, zone, wall_clock in (
+        ("unit-before", "Etc/GMT-11", "2026-04-05 02:40:00"),
+        ("unit-after", "Etc/GMT-10", "2026-04-05 02:20:00"),
+    ):
+        monkeypatch.setenv("TZ", zone)
+        with manifest.open("rb") as stream:
+            repository.backup(
+                ["--time", wall_clock, "--stdin", "--stdin-filename", auscat_backup.MANIFEST_NAME],
+                backup_id,
+                "manifest",
+                stdin=stream,
+            )
+    found = auscat_backup.backups(repository)
+    assert {backup["time"][-6:] for backup in found} == {"+11:00", "+10:00"}, "restic ignored TZ"
+    assert [backup["backup"] for backup in found] == ["unit-before", "unit-after"]
+
+
+@pytest.mark.parametrize(
+    ("resource_columns", "attachment_columns"),
+    [
+        (PG_RESOURCE_COLUMNS, PG_ATTACHMENT_COLUMNS),
+        (PG_RESOURCE_COLUMNS[::-1], PG_ATTACHMENT_COLUMNS[::-1]),
+    ],
+    ids=["pg_dump-order", "other-order"],
+)
+def test_dump_reader_finds_the_inventory_of_the_sqlite_index_with_the_same_content(
+    tmp_path: Path, resource_columns: list[str], attachment_columns: list[str]
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data")
+    reader = auscat_backup.DumpReader()
+    for line in orthanc.pg_dump(resource_columns, attachment_columns):
+        reader.feed(line)
+    dumped = reader.result()
+    inventory = dumped.inventory()
+    assert (inventory["patients"], inventory["studies"], inventory["series"], inventory["instances"]) == (1, 1, 1, 3)
+    assert set(dumped.uuids) == {attachment.uuid for attachment in orthanc.attachments}
+    assert inventory["digest"] == orthanc.digest()
+    assert inventory == auscat_backup.read_sqlite(orthanc.root).inventory()
+
+
+def test_main_reports_a_missing_password_file_as_one_json_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no-such-password"
+    argv = ["--repository", str(tmp_path / "repo"), "--password-file", str(missing), "--stack", STACK, "init"]
+    assert auscat_backup.main(argv) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1
+    reply = json.loads(printed[0])
+    assert list(reply) == ["error"]
+    assert str(missing) in reply["error"]
+    assert not (tmp_path / "repo").exists()
