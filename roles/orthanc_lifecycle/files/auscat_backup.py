@@ -522,6 +522,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "load-postgresql":  # the only command that does not open the repository
+        return load_postgresql(args.container, args.dump)
     if not args.password_file.is_file():
         raise BackupError(f"{args.password_file}: the repository password file does not exist")
     repo = Repository(args.repository, args.password_file, args.stack, args.cache_dir)
@@ -541,8 +543,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return check(repo)
     if args.command == "list":
         return {"backups": backups(repo)}
-    if args.command == "load-postgresql":
-        return load_postgresql(args.container, args.dump)
     return restore(repo, args.backup_id, args.target)
 
 
