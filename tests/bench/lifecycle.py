@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import datetime
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import requests
@@ -62,8 +64,23 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
+def load_poller() -> ModuleType:
+    """The poller orthanc_availability runs on the host, as a module: the same measurement as the playbooks'."""
+    path = WORK_ROOT / "auscat-availability-poller.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    orthanc_availability.write_poller(path)
+    spec = importlib.util.spec_from_file_location("auscat_availability_poller", path)
+    if spec is None or spec.loader is None:
+        raise BenchError(f"cannot load the availability poller from {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class Availability:
-    """Polls Orthanc's HTTP port in a thread while a step runs (orthanc_availability.measure)."""
+    """Polls Orthanc's HTTP port in a thread while a step runs (the poller of orthanc_availability)."""
+
+    poller: ModuleType | None = None
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -72,8 +89,11 @@ class Availability:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        self.result = orthanc_availability.measure(
-            probe=lambda: orthanc_availability.is_up(self.url),
+        if Availability.poller is None:
+            Availability.poller = load_poller()
+        poller = Availability.poller
+        self.result = poller.measure(
+            probe=lambda: poller.is_up(self.url),
             should_stop=self.stop.is_set,
             interval=POLL_SECONDS,
             max_seconds=7200,
