@@ -29,7 +29,10 @@ from typing import Any
 from auscat_client import MERGED_CONFIG, Client
 from auscat_rules import Refusal, Rules
 
-PAGE = 1000
+# Resources per /tools/find request. Each page is asked for by offset (Since), which makes the index
+# step over every resource before it: fewer, larger pages cost less. Never more than the
+# configuration's LimitFindInstances (instance level) or LimitFindResults (other levels) allow.
+PAGE = 10_000
 ROUNDTRIP_PATIENT = "AUSCAT-ROUNDTRIP"
 # An 8 x 8 grey ramp: the round trip stores a complete Secondary Capture image, which passes the
 # layer's integrity check like any instance must.
@@ -52,14 +55,22 @@ class Attachment:
     compressed: bool
 
 
-def indexed_instances(client: Client, level: str = "Instance") -> Iterator[tuple[str, list[Attachment]]]:
+def page_size(config: dict[str, Any], level: str) -> int:
+    limit = int(config.get("LimitFindInstances" if level == "Instance" else "LimitFindResults", 0) or 0)
+    return min(PAGE, limit) if limit > 0 else PAGE
+
+
+def indexed_instances(
+    client: Client, config: dict[str, Any], level: str = "Instance"
+) -> Iterator[tuple[str, list[Attachment]]]:
     """(Orthanc ID, attachments) of every resource of a level, read from the index a page at a time."""
+    size = page_size(config, level)
     since = 0
     while True:
         page = client.json(
             "POST",
             "/tools/find",
-            {"Level": level, "Query": {}, "ResponseContent": ["Attachments"], "Since": since, "Limit": PAGE},
+            {"Level": level, "Query": {}, "ResponseContent": ["Attachments"], "Since": since, "Limit": size},
         )
         for found in page:
             attachments = [
@@ -73,7 +84,7 @@ def indexed_instances(client: Client, level: str = "Instance") -> Iterator[tuple
                 for item in found.get("Attachments", [])
             ]
             yield found["ID"], attachments
-        if len(page) < PAGE:
+        if len(page) < size:
             return
         since += len(page)
 
@@ -85,9 +96,12 @@ def dicom_attachment(instance: str, attachments: list[Attachment]) -> Attachment
     raise ValueError(f"instance {instance} has no DICOM attachment in the index")
 
 
-def inventory(client: Client, with_list: bool) -> dict[str, Any]:
+def inventory(client: Client, config: dict[str, Any], with_list: bool) -> dict[str, Any]:
     statistics = client.json("GET", "/statistics")
-    md5 = {instance: dicom_attachment(instance, attachments).md5 for instance, attachments in indexed_instances(client)}
+    md5 = {
+        instance: dicom_attachment(instance, attachments).md5
+        for instance, attachments in indexed_instances(client, config)
+    }
     lines = "".join(f"{instance} {md5[instance]}\n" for instance in sorted(md5))
     result: dict[str, Any] = {
         "patients": statistics["CountPatients"],
@@ -102,11 +116,11 @@ def inventory(client: Client, with_list: bool) -> dict[str, Any]:
     return result
 
 
-def attachments(client: Client) -> int:
+def attachments(client: Client, config: dict[str, Any]) -> int:
     """Attachments live at every level: the DICOMweb plugin, for one, caches series metadata as one."""
     count = 0
     for level in LEVELS:
-        for _, found in indexed_instances(client, level):
+        for _, found in indexed_instances(client, config, level):
             for attachment in found:
                 print(attachment.uuid)
                 count += 1
@@ -154,12 +168,13 @@ def roundtrip(client: Client) -> dict[str, Any]:
     return {"roundtrip": "ok", "seconds": round(time.monotonic() - started, 3)}
 
 
-def scan(client: Client, rules: Rules, storage: Path) -> dict[str, Any]:
+def scan(client: Client, config: dict[str, Any], rules: Rules) -> dict[str, Any]:
     """Every stored instance that the rules, with the gate on, would refuse; rules and UIDs only, no values."""
     rules = dataclasses.replace(rules, anonymisation=True)
+    storage = Path(config.get("StorageDirectory", STORAGE))
     findings = []
     scanned = 0
-    for instance, found in indexed_instances(client):
+    for instance, found in indexed_instances(client, config):
         scanned += 1
         try:
             rules.check(read_stored(storage, dicom_attachment(instance, found)))
@@ -183,14 +198,14 @@ def main(argv: list[str]) -> int:
         config = json.loads(MERGED_CONFIG.read_text(encoding="utf-8"))
         client = Client(config)
         if args.command == "inventory":
-            result = inventory(client, args.list)
+            result = inventory(client, config, args.list)
         elif args.command == "attachments":
-            attachments(client)
+            attachments(client, config)
             return 0
         elif args.command == "roundtrip":
             result = roundtrip(client)
         else:
-            result = scan(client, Rules.from_config(config), Path(config.get("StorageDirectory", STORAGE)))
+            result = scan(client, config, Rules.from_config(config))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
         print(json.dumps({"error": f"{args.command} failed: {error}"}))
         return 1
