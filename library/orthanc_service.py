@@ -9,7 +9,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
-from ansible.module_utils.basic import AnsibleModule
+try:
+    from ansible.module_utils.basic import AnsibleModule
+except ImportError:  # imported as a library by the scheduled backup on a host without Ansible
+    AnsibleModule = None
 
 DOCUMENTATION = r"""
 ---

@@ -8,6 +8,7 @@ plus AUSCAT_INVENTORY, AUSCAT_DATA_DIR, AUSCAT_UPGRADE_FROM and AUSCAT_UPGRADE_T
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -28,6 +29,8 @@ from tests.harness.study import StoredStudy, assert_study_intact, missing_or_cha
 UNHEALTHY_TAG = "0.0.0-unhealthy"
 INGEST_ROUNDS_MAX = 40
 DRILL_PORT = 28142
+# From the scheduled minute until the scheduled backup has finished.
+SCHEDULED_BACKUP_SECONDS = 240
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +173,64 @@ def test_second_backup_of_an_unchanged_archive_adds_almost_nothing() -> None:
     print(f"incremental backup added {added} bytes (the one before it {stored})")
     assert re.search(r"storage pass 0 new files", second), second
     assert added < 1_000_000, second
+
+
+def scheduled_minute() -> datetime.datetime:
+    """The next minute cron can still be given in time: cron fires at the start of each minute."""
+    now = datetime.datetime.now()
+    return (now + datetime.timedelta(minutes=1 if now.second < 40 else 2)).replace(second=0, microsecond=0)
+
+
+def parts_of(backup_id: str) -> set[str]:
+    """The parts (storage, index, late, manifest) of one backup's snapshots in the repository."""
+    listed = restic("snapshots", "--json", "--tag", f"backup={backup_id}")
+    assert listed.returncode == 0, listed.stderr
+    return {
+        tag.split("=", 1)[1] for snap in json.loads(listed.stdout) for tag in snap["tags"] if tag.startswith("part=")
+    }
+
+
+def test_scheduled_backup_runs_from_cron_like_the_playbook_one(orthanc: Orthanc) -> None:
+    state = Path(os.environ["AUSCAT_LIFECYCLE_STATE"])
+    cron_file = Path("/etc/cron.d") / f"auscat-backup-{os.environ['ORTHANC_STACK']}"
+    playbook_manifest = json.loads(
+        restic(
+            "dump", "--tag", f"stack={os.environ['ORTHANC_STACK']},part=manifest", "latest", "/auscat-manifest.json"
+        ).stdout
+    )
+    at = scheduled_minute()
+    (state / "last.json").unlink(missing_ok=True)
+    try:
+        scheduled = run_playbook("schedule.yml", {"orthanc_lifecycle_backup_schedule": f"{at:%H:%M}"})
+        assert scheduled.returncode == 0, output_of(scheduled)
+        assert f"{at.minute} {at.hour} * * * root" in cron_file.read_text(), cron_file.read_text()
+        deadline = at.timestamp() + SCHEDULED_BACKUP_SECONDS
+        while not (state / "last.json").is_file() and time.time() < deadline:
+            time.sleep(2)
+        assert (state / "last.json").is_file(), f"cron did not run the backup scheduled at {at:%H:%M}"
+        last = json.loads((state / "last.json").read_text())
+        assert last["ok"], last
+        manifest = last["manifest"]
+        print(f"scheduled backup {manifest['backup']}: Orthanc stopped {manifest['downtime_seconds']} s")
+        assert datetime.datetime.fromisoformat(last["started"]).timestamp() >= at.timestamp() - 1, last
+        assert set(manifest) - {"scheduled"} == set(playbook_manifest), (manifest, playbook_manifest)
+        assert manifest["index_entries_without_file"] == []
+        assert manifest["inventory"]["instances"] == len(orthanc.get("/instances").json())
+        assert parts_of(manifest["backup"]) == {"storage", "index", "manifest"}
+        assert (
+            Path(os.environ["AUSCAT_RESTIC_PASSWORD_FILE"]).read_text().strip()
+            not in Path(f"/var/log/auscat/backup-{os.environ['ORTHANC_STACK']}.log").read_text()
+        )
+    finally:
+        removed = run_playbook("schedule.yml", {"orthanc_lifecycle_backup_schedule": ""})
+    assert removed.returncode == 0, output_of(removed)
+    assert not cron_file.exists()
+
+
+def test_schedule_refuses_a_malformed_time_and_names_the_variable() -> None:
+    result = run_playbook("schedule.yml", {"orthanc_lifecycle_backup_schedule": "2:30am"})
+    assert result.returncode != 0
+    assert "orthanc_lifecycle_backup_schedule is '2:30am'" in output_of(result), output_of(result)
 
 
 def test_backup_refuses_a_wrong_repository_password(docker_client, target: Target, tmp_path: Path) -> None:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import sqlite3
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +28,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "orthanc_lifecycle" / "files"))
 
 import auscat_backup
+import auscat_scheduled_backup
 from auscat_backup import BackupError, Repository
+from orthanc_service import ServiceError
 
 STACK = "unit"
 PASSWORD = "Repository-Password-Under-Test-0042"  # noqa: S105 - the password of throwaway test repositories
@@ -530,3 +535,127 @@ def test_main_reports_a_missing_password_file_as_one_json_error(
     assert list(reply) == ["error"]
     assert str(missing) in reply["error"]
     assert not (tmp_path / "repo").exists()
+
+
+# The scheduled backup (auscat_scheduled_backup.py): the same steps, with a recorded stand-in for the
+# Swarm service (the Molecule lifecycle scenario runs it from cron against the real stack).
+
+
+@dataclass
+class RecordedService:
+    """A ServiceTask stand-in: records each state asked for and what the data directory was then."""
+
+    calls: list[tuple[str, str]]
+    orthanc: FakeOrthanc
+    fail_on: str = ""
+
+    def task(self, name: str) -> RecordedService:
+        self.name = name
+        return self
+
+    def run(self, state: str, image: str | None = None) -> Any:
+        self.calls.append((self.name, state))
+        if state == self.fail_on:
+            raise ServiceError(f"{self.name} did not become {state}")
+        return SimpleNamespace(container="c0ffee", image="auscat/orthanc:unit-1")
+
+
+def schedule_settings(repo: Repository, orthanc: FakeOrthanc, state_dir: Path) -> dict[str, Any]:
+    return {
+        "stack": STACK,
+        "repository": repo.url,
+        "password_file": str(repo.password_file),
+        "state_dir": str(state_dir),
+        "data_dir": str(orthanc.root),
+        "index_backend": "sqlite",
+        "service": f"{STACK}_orthanc",
+        "postgresql_service": f"{STACK}_postgresql",
+        "keep_daily": 7,
+        "keep_weekly": 4,
+        "keep_monthly": 6,
+        "check": True,
+        "health_timeout": 60,
+    }
+
+
+def test_scheduled_backup_stops_orthanc_only_around_the_index_copy(repository: Repository, tmp_path: Path) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data")
+    service = RecordedService([], orthanc)
+    manifest = auscat_scheduled_backup.scheduled_backup(
+        schedule_settings(repository, orthanc, tmp_path / "state"), service.task
+    )
+    assert service.calls == [
+        (f"{STACK}_orthanc", "healthy"),
+        (f"{STACK}_orthanc", "stopped"),
+        (f"{STACK}_orthanc", "started"),
+    ]
+    assert manifest["inventory"]["digest"] == orthanc.digest()
+    assert manifest["index_entries_without_file"] == []
+    assert [b["backup"] for b in auscat_backup.backups(repository)] == [manifest["backup"]]
+    assert not list((tmp_path / "state").glob("*.names")), "the working files of the backup were left behind"
+
+
+def test_scheduled_backup_starts_orthanc_again_when_the_index_copy_fails(
+    repository: Repository, tmp_path: Path
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data")
+    service = RecordedService([], orthanc)
+    (orthanc.root / "index").unlink()  # the index step cannot read the index
+    with pytest.raises(BackupError, match="no SQLite index"):
+        auscat_scheduled_backup.scheduled_backup(
+            schedule_settings(repository, orthanc, tmp_path / "state"), service.task
+        )
+    assert service.calls[-2:] == [(f"{STACK}_orthanc", "stopped"), (f"{STACK}_orthanc", "started")]
+    assert auscat_backup.backups(repository) == []
+
+
+def test_scheduled_backup_does_nothing_while_another_backup_holds_the_lock(tmp_path: Path) -> None:
+    with (
+        auscat_backup.backup_lock(tmp_path, "held by the test"),
+        pytest.raises(BackupError, match="another scheduled backup of stack unit"),
+        auscat_scheduled_backup.exclusive(tmp_path, STACK),
+    ):
+        pytest.fail("the second backup ran")
+
+
+def test_playbook_backup_refuses_to_start_during_a_scheduled_one(initialised: Initialised, tmp_path: Path) -> None:
+    state = tmp_path / "state" / "unit-20261201T030000Z.names"
+    common = ["--repository", initialised.repo.url, "--password-file", str(initialised.repo.password_file)]
+    args = [
+        *common,
+        "--stack",
+        STACK,
+        "storage",
+        "--data-dir",
+        str(tmp_path),
+        "--backup-id",
+        "x",
+        "--state",
+        str(state),
+    ]
+    with auscat_scheduled_backup.exclusive(state.parent, STACK), contextlib.redirect_stdout(io.StringIO()) as out:
+        assert auscat_backup.main(args) == 1
+    assert "a scheduled backup of stack unit is running" in json.loads(out.getvalue())["error"]
+
+
+def test_scheduled_backup_waits_for_a_playbook_backup_under_way_but_not_a_stale_one(tmp_path: Path) -> None:
+    working = tmp_path / "unit-20261201T010000Z.names"
+    working.write_text("", encoding="utf-8")
+    with (
+        pytest.raises(auscat_scheduled_backup.ScheduleError, match="under way"),
+        auscat_scheduled_backup.exclusive(tmp_path, STACK),
+    ):
+        pytest.fail("ran beside a backup under way")
+    stale = time.time() - (auscat_scheduled_backup.STALE_HOURS + 1) * 3600
+    os.utime(working, (stale, stale))
+    with auscat_scheduled_backup.exclusive(tmp_path, STACK):
+        pass
+
+
+def test_scheduled_backup_names_the_settings_file_and_what_it_lacks(tmp_path: Path) -> None:
+    settings = tmp_path / "schedule.json"
+    with pytest.raises(auscat_scheduled_backup.ScheduleError, match=f"{settings}: cannot read"):
+        auscat_scheduled_backup.read_settings(settings)
+    settings.write_text(json.dumps({"stack": STACK, "index_backend": "sqlite"}), encoding="utf-8")
+    with pytest.raises(auscat_scheduled_backup.ScheduleError, match="settings lack repository, password_file"):
+        auscat_scheduled_backup.read_settings(settings)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -45,6 +46,8 @@ from typing import IO, Any
 
 INDEX_FILES = ("index", "index-wal")
 MANIFEST_NAME = "auscat-manifest.json"
+# Held by a scheduled backup (auscat_scheduled_backup.py) for its whole run, in the stack's state directory.
+LOCK_NAME = "backup.lock"
 DUMP_NAME = "postgresql.sql"
 # restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
 RESTIC_INCOMPLETE = 3
@@ -168,6 +171,18 @@ def init(repo: Repository) -> dict[str, Any]:
         raise BackupError(repo.explain("cat", stderr))
     repo.run(["init"])
     return {"repository": repo.url, "created": True}
+
+
+@contextlib.contextmanager
+def backup_lock(state_dir: Path, busy: str) -> Iterator[None]:
+    """The stack's backup lock, held while the block runs; BackupError(busy) when another process holds it."""
+    state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with (state_dir / LOCK_NAME).open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise BackupError(busy) from error
+        yield
 
 
 def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
@@ -530,7 +545,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "init":
         return init(repo)
     if args.command == "storage":
-        return storage_pass(repo, args.data_dir, args.backup_id, args.state)
+        with backup_lock(args.state.parent, f"a scheduled backup of stack {args.stack} is running; try again later"):
+            return storage_pass(repo, args.data_dir, args.backup_id, args.state)
     if args.command == "index-sqlite":
         return index_sqlite(repo, args.data_dir, args.backup_id, args.state)
     if args.command == "index-postgresql":
