@@ -10,8 +10,10 @@ slices of a few kB; then, with --ct-gb, 0.5 MB CT slices on top). At each size, 
     tar backup       the path replaced: Orthanc stopped while tar copies the data directory
     backup           playbooks/backup.yml into an empty restic repository (a first, full backup)
     incremental      playbooks/backup.yml again after 1 % more instances arrived
-    inventory        auscat_tool inventory (the index through /tools/find), and at the first size
-                     the per-instance REST inventory it replaced
+    inventory        the inventory the role takes: auscat_tool inventory (the index through
+                     /tools/find) with SQLite, one query of the index with PostgreSQL; at the first
+                     size the per-instance REST inventory it replaced and, with PostgreSQL, the
+                     /tools/find one
     restore          playbooks/restore.yml of the latest backup
     upgrade          playbooks/upgrade.yml to a second layer version of the same Orthanc (backup,
                      gate, switch), and back at the next size
@@ -57,6 +59,8 @@ PER_PATIENT = 100
 CT_SLICE_BYTES = 512 * 512 * 2
 POLL_SECONDS = 0.1
 TOOL = "/usr/local/lib/auscat/auscat_tool.py"
+# The role's backup helper, run from the checkout (the same file the role installs on the host).
+HELPER = stack.REPOSITORY / "roles" / "orthanc_lifecycle" / "files" / "auscat_backup.py"
 SECOND_TAG_SUFFIX = "0"  # 1.12.7-6 -> 1.12.7-60: a second layer version of the same Orthanc
 
 
@@ -183,6 +187,15 @@ class Run:
         return stack.running_container(self.stack)
 
     def inventory(self) -> dict[str, Any]:
+        """The inventory the role takes: from the PostgreSQL index itself, or through Orthanc for SQLite."""
+        if self.backend == "postgresql":
+            command = [sys.executable, str(HELPER), "--repository", "-", "--password-file", "-", "--stack"]
+            command += [self.stack.name, "inventory-postgresql", "--service", f"{self.stack.name}_postgresql"]
+            return json.loads(run(command, "inventory", 3600))
+        return self.find_inventory()
+
+    def find_inventory(self) -> dict[str, Any]:
+        """auscat_tool inventory: the index through Orthanc's /tools/find with the attachments."""
         return json.loads(run(["docker", "exec", self.container(), "python3", TOOL, "inventory"], "inventory", 3600))
 
     def rest_inventory(self) -> dict[str, Any]:
@@ -257,6 +270,11 @@ class Run:
                 old = self.rest_inventory()
             if old["digest"] != inventory["digest"]:
                 raise BenchError("the per-instance REST inventory and the index inventory disagree")
+            if self.backend == "postgresql":
+                with timed(row, "find_inventory_s"):
+                    found = self.find_inventory()
+                if found["digest"] != inventory["digest"]:
+                    raise BenchError("the PostgreSQL inventory and the /tools/find one disagree")
         self.tar_backup(row)
         self.fresh_repository()
         self.backup(row, "backup")
@@ -298,6 +316,7 @@ def slope(rows: list[dict[str, Any]], key: str) -> float | None:
 METRICS = (
     ("inventory_s", "inventory (s)"),
     ("rest_inventory_s", "per-instance REST inventory (s)"),
+    ("find_inventory_s", "/tools/find inventory (s)"),
     ("tar_backup_s", "tar backup (s)"),
     ("tar_backup_down_s", "tar backup: HTTP down (s)"),
     ("backup_s", "restic backup, first (s)"),

@@ -4,10 +4,14 @@ the database accepts connections."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from tests.harness.study import StoredStudy, assert_study_intact, missing_or_cha
 
 POSTGRESQL_UID = "4243"
 WAIT_MESSAGE = "waiting for the PostgreSQL index at postgresql:5432"
+HELPER = "/usr/local/lib/auscat/auscat_backup.py"
+TOOL = "/usr/local/lib/auscat/auscat_tool.py"
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +155,35 @@ def test_orthanc_waits_for_its_index_and_keeps_the_data(
     stack.wait_until_healthy(docker_client, database_service)
     stack.wait_until_healthy(docker_client, target.service)
     assert_study_intact(orthanc, stored)
+
+
+def test_inventory_and_orphans_read_the_postgresql_index_itself(
+    docker_client: docker.DockerClient, target: Target, database_service: str, stored: StoredStudy
+) -> None:
+    """The role's inventory (one query of the database) equals Orthanc's own view through /tools/find, and the
+    orphan report finds a file no index entry refers to."""
+    helper = [sys.executable, HELPER, "--repository", "-", "--password-file", "-", "--stack", target.stack]
+    from_database = subprocess.run(
+        [*helper, "inventory-postgresql", "--service", database_service], capture_output=True, text=True, check=False
+    )
+    assert from_database.returncode == 0, from_database.stdout + from_database.stderr
+    orthanc_task = stack.healthy_task_container(docker_client, target.service)
+    through_orthanc = orthanc_task.exec_run(["python3", TOOL, "inventory"])
+    assert through_orthanc.exit_code == 0, through_orthanc.output
+    assert json.loads(from_database.stdout) == json.loads(through_orthanc.output)
+    assert json.loads(from_database.stdout)["listed"] >= len(stored.md5_by_sop_uid)
+
+    name = str(uuid.uuid4())
+    orphan = Path(os.environ["AUSCAT_DATA_DIR"]) / name[0:2] / name[2:4] / name
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"written, never indexed")
+    try:
+        result = run_playbook("orphans.yml", {"orthanc_lifecycle_orphans_min_age_minutes": 0})
+        output = unfolded_output(result)
+        assert result.returncode == 0, output
+        assert "1 orphan files (22 bytes) left in place; 0 index entries without a file" in output, output
+    finally:
+        orphan.unlink()
 
 
 def test_backup_then_wipe_then_restore_brings_back_index_and_files(

@@ -523,6 +523,16 @@ def test_dump_reader_finds_the_inventory_of_the_sqlite_index_with_the_same_conte
     assert inventory == auscat_backup.read_sqlite(orthanc.root).inventory()
 
 
+def test_postgresql_inventory_rows_give_the_inventory_of_the_sqlite_index_with_the_same_content(tmp_path: Path) -> None:
+    """The rows of PG_INVENTORY: every resource (levels from 0), the DICOM MD5 for instances, NULL above."""
+    orthanc = FakeOrthanc(tmp_path / "data")
+    dicom = {a.resource: a.md5 for a in orthanc.attachments if a.file_type == DICOM}
+    rows = [f"{r.level - 1}\t{r.public_id}\t{dicom.get(r.internal_id, chr(92) + 'N')}" for r in orthanc.resources]
+    inventory = auscat_backup.index_of_rows(rows).inventory()
+    assert inventory["digest"] == orthanc.digest()
+    assert inventory == auscat_backup.read_sqlite(orthanc.root).inventory()
+
+
 def test_main_reports_a_missing_password_file_as_one_json_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

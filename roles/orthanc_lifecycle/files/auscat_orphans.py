@@ -3,13 +3,15 @@
 
     python3 auscat_orphans.py DATA_DIR --container ID                    report, change nothing
     python3 auscat_orphans.py DATA_DIR --container ID --quarantine DIR   move orphans into DIR (never deletes)
+    python3 auscat_orphans.py DATA_DIR --postgresql-service NAME [...]   the index read in PostgreSQL itself
 
 An orphan is what a crash leaves when Orthanc had written a file but not yet
 committed its index entry: the sender never got a success status for it. Orthanc
-keeps running: the index (SQLite or PostgreSQL) is read through Orthanc in the
-container ID (auscat_tool attachments, a thousand instances per request), after
-the files are listed, and files younger than --min-age-minutes, which may still be
-on their way into the index, are never taken for orphans. Prints one JSON object.
+keeps running: a SQLite index is read through Orthanc in the container ID
+(auscat_tool attachments, through /tools/find), a PostgreSQL one in the database of
+the service NAME (one query), after the files are listed; files younger than
+--min-age-minutes, which may still be on their way into the index, are never taken
+for orphans. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from auscat_backup import BackupError, query_postgresql, stored_path
 
 TOOL = "/usr/local/lib/auscat/auscat_tool.py"
 # Orthanc's storage layout: <dir>/<uuid[0:2]>/<uuid[2:4]>/<uuid>.
@@ -39,7 +43,9 @@ def stored_files(data_dir: Path) -> dict[str, Path]:
     return files
 
 
-def indexed_uuids(container: str) -> set[str]:
+def indexed_uuids(container: str | None, postgresql_service: str | None) -> set[str]:
+    if postgresql_service:
+        return set(query_postgresql(postgresql_service, "COPY (SELECT uuid FROM attachedfiles) TO STDOUT"))
     result = subprocess.run(
         ["docker", "exec", container, "python3", TOOL, "attachments"],
         capture_output=True,
@@ -51,19 +57,17 @@ def indexed_uuids(container: str) -> set[str]:
     return set(result.stdout.split())
 
 
-def scan(data_dir: Path, container: str, min_age_seconds: float) -> tuple[dict[str, Path], set[str]]:
+def scan(
+    data_dir: Path, container: str | None, postgresql_service: str | None, min_age_seconds: float
+) -> tuple[dict[str, Path], set[str]]:
     """(orphan files by uuid, indexed uuids without a file). Files are listed before the index is read."""
     files = stored_files(data_dir)
-    indexed = indexed_uuids(container)
+    indexed = indexed_uuids(container, postgresql_service)
     settled = time.time() - min_age_seconds
     orphans = {uuid: path for uuid, path in files.items() if uuid not in indexed and path.stat().st_mtime < settled}
     # A file stored after the listing is in the index but not in the listing: look again.
     missing = {uuid for uuid in indexed - files.keys() if not stored_path(data_dir, uuid).is_file()}
     return orphans, missing
-
-
-def stored_path(data_dir: Path, uuid: str) -> Path:
-    return data_dir / uuid[0:2] / uuid[2:4] / uuid
 
 
 def quarantine(orphans: dict[str, Path], data_dir: Path, destination: Path) -> None:
@@ -77,16 +81,18 @@ def quarantine(orphans: dict[str, Path], data_dir: Path, destination: Path) -> N
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auscat-orphans", description=__doc__.splitlines()[0])
     parser.add_argument("data_dir", type=Path)
-    parser.add_argument("--container", required=True, help="the running Orthanc container")
+    index = parser.add_mutually_exclusive_group(required=True)
+    index.add_argument("--container", help="the running Orthanc container (SQLite index)")
+    index.add_argument("--postgresql-service", help="the Swarm service of the PostgreSQL index")
     parser.add_argument("--min-age-minutes", type=float, default=10.0)
     parser.add_argument("--quarantine", type=Path, metavar="DIR", help="move orphan files into DIR")
     args = parser.parse_args(argv)
     try:
-        orphans, missing = scan(args.data_dir, args.container, args.min_age_minutes * 60)
+        orphans, missing = scan(args.data_dir, args.container, args.postgresql_service, args.min_age_minutes * 60)
         orphan_bytes = sum(path.stat().st_size for path in orphans.values())
         if args.quarantine and orphans:
             quarantine(orphans, args.data_dir, args.quarantine)
-    except OSError as error:
+    except (BackupError, OSError) as error:
         print(json.dumps({"error": str(error)}))
         return 1
     print(
