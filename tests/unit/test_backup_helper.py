@@ -289,6 +289,18 @@ def initialised(restic: str, tmp_path_factory: pytest.TempPathFactory) -> Initia
     return Initialised(repo, auscat_backup.init(repo))
 
 
+def offline(data_dir: Path, state: Path, calls: list[str] | None = None, target: bool = False) -> dict[str, Any]:
+    """The offline step with the Swarm service played by CALLS: what it was asked to do, in order."""
+    calls = [] if calls is None else calls
+    return auscat_backup.offline_sqlite(
+        data_dir,
+        state,
+        stop=lambda: calls.append("stop"),
+        resume=lambda: calls.append("resume"),
+        start=(lambda: calls.append("start target")) if target else None,
+    )
+
+
 @pytest.fixture
 def repository(initialised: Initialised, tmp_path: Path) -> Repository:
     return copy_repository(initialised.repo, tmp_path)
@@ -316,6 +328,7 @@ def sqlite_backup(initialised: Initialised, tmp_path_factory: pytest.TempPathFac
     stored = orthanc.stored_names()
     storage = auscat_backup.storage_pass(repo, orthanc.root, BACKUP_ID, state)
     late = orthanc.add_instance()
+    offline(orthanc.root, state)
     index = auscat_backup.index_sqlite(repo, orthanc.root, BACKUP_ID, state)
     manifest_file = write_manifest(root / "manifest.json", orthanc.root, storage, index)
     manifest = auscat_backup.store_manifest(repo, BACKUP_ID, manifest_file)
@@ -343,6 +356,7 @@ def irregular_backup(initialised: Initialised, tmp_path_factory: pytest.TempPath
     auscat_backup.storage_pass(repo, orthanc.root, BACKUP_ID, state)
     half_written = orthanc.add_instance(content, name=name)  # the write completes, the index rows follow
     missing = orthanc.add_instance(write=False)
+    offline(orthanc.root, state)
     index = auscat_backup.index_sqlite(repo, orthanc.root, BACKUP_ID, state)
     return IrregularBackup(repo, half_written, missing, index)
 
@@ -443,6 +457,79 @@ def test_index_step_carries_a_file_the_storage_pass_found_half_written(irregular
         f"the index step did not copy {irregular_backup.half_written.uuid}: the backup keeps the half of it "
         "that the storage pass read"
     )
+
+
+def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
+    repository: Repository, tmp_path: Path
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=2)
+    state = tmp_path / "state" / "backup.names"
+    auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    late = orthanc.add_instance()
+    content = orthanc.stored_path(late.uuid).read_bytes()
+    staged = offline(orthanc.root, state)
+    assert staged["instances"] == 3
+    orthanc.stored_path(late.uuid).unlink()  # Orthanc, started again, deletes the instance
+    index = auscat_backup.index_sqlite(repository, orthanc.root, BACKUP_ID, state)
+    assert (index["late_files"], index["index_entries_without_file"]) == (1, [])
+    assert not (orthanc.root / auscat_backup.STAGE_NAME).exists(), "the stage was left in the data directory"
+    manifest = write_manifest(tmp_path / "manifest.json", orthanc.root, {"snapshot": None}, index)
+    auscat_backup.store_manifest(repository, BACKUP_ID, manifest)
+    restored = auscat_backup.restore(repository, BACKUP_ID, tmp_path / "restore")
+    assert orthanc.stored_path(late.uuid).relative_to(orthanc.root).as_posix() in files_under(
+        Path(restored["data_dir"])
+    )
+    assert (Path(restored["data_dir"]) / late.uuid[0:2] / late.uuid[2:4] / late.uuid).read_bytes() == content
+
+
+def test_offline_step_links_only_the_directories_changed_since_the_storage_pass(
+    repository: Repository, tmp_path: Path
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=2)
+    state = tmp_path / "state" / "backup.names"
+    auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    began = time.time() + 2 * auscat_backup.STAGE_MARGIN_SECONDS  # every directory older than the pass
+    auscat_backup.since_file(state).write_text(f"{began}\n", encoding="utf-8")
+    staged = offline(orthanc.root, state)
+    assert staged["linked_files"] == 0
+    assert staged["index_bytes"] == (orthanc.root / "index").stat().st_size
+    assert (Path(staged["stage"]) / "index").read_bytes() == (orthanc.root / "index").read_bytes()
+
+
+def test_offline_step_stops_stages_and_starts_the_target_when_given_one(tmp_path: Path) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+    state = tmp_path / "state" / "backup.names"
+    state.parent.mkdir()
+    auscat_backup.since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
+    calls: list[str] = []
+    staged = offline(orthanc.root, state, calls, target=True)
+    assert calls == ["stop", "start target"]
+    assert staged["linked_files"] == 2  # the instance's and the series' files, in directories new to the pass
+    assert staged["digest"] == orthanc.digest()
+
+
+def test_offline_step_starts_orthanc_again_and_removes_the_stage_when_staging_fails(tmp_path: Path) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+    state = tmp_path / "state" / "backup.names"  # no storage pass recorded: the stage cannot be made
+    calls: list[str] = []
+    with pytest.raises(BackupError, match="no record of the storage pass"):
+        offline(orthanc.root, state, calls, target=True)
+    assert calls == ["stop", "resume"]
+    assert not (orthanc.root / auscat_backup.STAGE_NAME).exists()
+
+
+def test_offline_step_refuses_before_stopping_when_the_index_copy_would_not_fit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+    monkeypatch.setattr(auscat_backup.shutil, "disk_usage", lambda path: SimpleNamespace(free=2**20))
+    calls: list[str] = []
+    with pytest.raises(BackupError) as refused:
+        offline(orthanc.root, tmp_path / "state" / "backup.names", calls)
+    assert str(orthanc.root) in str(refused.value)
+    assert "1 MiB free" in str(refused.value)
+    assert "Orthanc was not stopped" in str(refused.value)
+    assert calls == []
 
 
 def test_second_storage_pass_of_an_unchanged_directory_adds_little(repository: Repository, tmp_path: Path) -> None:
@@ -606,17 +693,34 @@ def test_scheduled_backup_stops_orthanc_only_around_the_index_copy(repository: R
 
 
 def test_scheduled_backup_starts_orthanc_again_when_the_index_copy_fails(
-    repository: Repository, tmp_path: Path
+    repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
     service = RecordedService([], orthanc)
-    (orthanc.root / "index").unlink()  # the index step cannot read the index
-    with pytest.raises(BackupError, match="no SQLite index"):
+
+    def full(source: Path, target: Path) -> None:
+        raise OSError(28, "No space left on device", str(target))
+
+    monkeypatch.setattr(auscat_backup.shutil, "copy2", full)
+    with pytest.raises(OSError, match="No space left on device"):
         auscat_scheduled_backup.scheduled_backup(
             schedule_settings(repository, orthanc, tmp_path / "state"), service.task
         )
     assert service.calls[-2:] == [(f"{STACK}_orthanc", "stopped"), (f"{STACK}_orthanc", "started")]
     assert auscat_backup.backups(repository) == []
+
+
+def test_scheduled_backup_refuses_before_stopping_orthanc_without_an_index(
+    repository: Repository, tmp_path: Path
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data")
+    service = RecordedService([], orthanc)
+    (orthanc.root / "index").unlink()
+    with pytest.raises(BackupError, match="no SQLite index"):
+        auscat_scheduled_backup.scheduled_backup(
+            schedule_settings(repository, orthanc, tmp_path / "state"), service.task
+        )
+    assert service.calls == [(f"{STACK}_orthanc", "healthy")]
 
 
 def test_scheduled_backup_does_nothing_while_another_backup_holds_the_lock(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 
     auscat_backup.py COMMON init
     auscat_backup.py COMMON storage --data-dir DIR --backup-id ID --state FILE
+    auscat_backup.py COMMON offline-sqlite --data-dir DIR --state FILE --service NAME [--deploy STACK_FILE]
     auscat_backup.py COMMON index-sqlite --data-dir DIR --backup-id ID --state FILE
     auscat_backup.py COMMON index-postgresql --container ID --data-dir DIR --backup-id ID --state FILE
     auscat_backup.py COMMON manifest --backup-id ID --manifest FILE
@@ -18,9 +19,11 @@ in its file only, never on a command line or in the environment of a logged comm
 
 One backup is several snapshots sharing the tag backup=<id>:
     part=storage   the storage files, copied while Orthanc runs (they are written once, never changed);
-    part=index     SQLite: the index and the files that arrived after the storage pass, taken while
-                   Orthanc is stopped; PostgreSQL: a pg_dump of the index while Orthanc runs, and the
-                   files it refers to that the storage pass had not seen;
+    part=index     SQLite: the index and the files that arrived after the storage pass, as they were
+                   while Orthanc was stopped (offline-sqlite stops it, copies the index beside the data
+                   and hard-links the newest files there, and starts it again; index-sqlite then backs
+                   that stage up while Orthanc serves); PostgreSQL: a pg_dump of the index while
+                   Orthanc runs, and the files it refers to that the storage pass had not seen;
     part=manifest  counts, digest, image, Orthanc version and the snapshots above.
 Every index entry of a backup has its file in the backup: the index part is taken last and carries
 whatever the storage part lacks. Each command prints one JSON object; errors name the problem.
@@ -36,11 +39,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +55,15 @@ MANIFEST_NAME = "auscat-manifest.json"
 # Held by a scheduled backup (auscat_scheduled_backup.py) for its whole run, in the stack's state directory.
 LOCK_NAME = "backup.lock"
 DUMP_NAME = "postgresql.sql"
+# Inside the data directory (on its filesystem, so that files can be hard-linked), root's only: what
+# the offline step of a SQLite backup keeps for the index step, laid out under the data directory's
+# absolute path so that restic, run from here, stores the same paths as a copy of the data directory.
+STAGE_NAME = ".auscat-stage"
+# A storage directory modified since the storage pass began, less this margin, may hold a file the pass
+# did not copy; the offline step hard-links every file of those directories.
+STAGE_MARGIN_SECONDS = 300
+# Room left on the data directory's filesystem beyond the copy of the index.
+STAGE_SPARE_BYTES = 64 * 2**20
 # restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
 RESTIC_INCOMPLETE = 3
 DUMP_ATTEMPTS = 5
@@ -96,13 +110,16 @@ class Repository:
             env["RESTIC_CACHE_DIR"] = str(self.cache_dir)
         return env
 
-    def run(self, args: list[str], stdin: IO[bytes] | None = None, ok: Iterable[int] = (0,)) -> str:
+    def run(
+        self, args: list[str], stdin: IO[bytes] | None = None, ok: Iterable[int] = (0,), cwd: Path | None = None
+    ) -> str:
         result = subprocess.run(
             ["restic", *args],
             env=self.env(),
             stdin=stdin,
             capture_output=True,
             check=False,
+            cwd=cwd,
         )
         if result.returncode not in ok:
             raise BackupError(self.explain(args[0], result.stderr.decode(errors="replace")))
@@ -125,11 +142,14 @@ class Repository:
     def tags(self, backup_id: str, part: str) -> list[str]:
         return ["--tag", f"auscat,stack={self.stack},backup={backup_id},part={part}"]
 
-    def backup(self, args: list[str], backup_id: str, part: str, stdin: IO[bytes] | None = None) -> dict[str, Any]:
+    def backup(
+        self, args: list[str], backup_id: str, part: str, stdin: IO[bytes] | None = None, cwd: Path | None = None
+    ) -> dict[str, Any]:
         output = self.run(
             ["backup", "--json", "--host", self.host, *self.tags(backup_id, part), *args],
             stdin=stdin,
             ok=(0, RESTIC_INCOMPLETE),
+            cwd=cwd,
         )
         return summary_of(output)
 
@@ -196,7 +216,9 @@ def backup_lock(state_dir: Path, busy: str) -> Iterator[None]:
 def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
     """Copy the storage files while Orthanc runs; record the names the snapshot holds in STATE (one per backup)."""
     state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    excludes = [arg for name in (*INDEX_FILES, "index-shm") for arg in ("--exclude", str(data_dir / name))]
+    since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
+    excluded = (*INDEX_FILES, "index-shm", STAGE_NAME)
+    excludes = [arg for name in excluded for arg in ("--exclude", str(data_dir / name))]
     summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
     # Name and size: a file Orthanc was still writing when restic read it is copied again later.
     copied = {
@@ -235,7 +257,8 @@ class Index:
 
 
 def read_sqlite(data_dir: Path) -> Index:
-    """Orthanc's SQLite index, read while Orthanc is stopped (it holds the file exclusively while it runs)."""
+    """Orthanc's SQLite index in DATA_DIR, read while Orthanc is stopped (it holds the file exclusively while
+    it runs), or its copy staged by the offline step."""
     path = data_dir / "index"
     if not path.is_file():
         raise BackupError(f"{path}: no SQLite index (is Orthanc's data directory {data_dir}?)")
@@ -266,6 +289,11 @@ def stored_path(data_dir: Path, uuid: str) -> Path:
     return data_dir / uuid[0:2] / uuid[2:4] / uuid
 
 
+def since_file(state: Path) -> Path:
+    """When the storage pass recorded in STATE began (seconds since the epoch)."""
+    return state.with_suffix(".since")
+
+
 def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
     """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
     try:
@@ -285,12 +313,115 @@ def files_from(paths: Iterable[Path], state: Path) -> Path:
     return listing
 
 
+def stage_of(data_dir: Path) -> tuple[Path, Path]:
+    """(the stage, the data directory's place in it)."""
+    stage = data_dir / STAGE_NAME
+    return stage, stage / str(data_dir.absolute()).lstrip("/")
+
+
+def recent_directories(data_dir: Path, since: float) -> Iterator[Path]:
+    """The storage directories (<dir>/xx/yy) changed since SINCE: every file created later is in one."""
+    for first in os.scandir(data_dir):
+        if len(first.name) != 2 or not first.is_dir(follow_symlinks=False):
+            continue
+        for second in os.scandir(first.path):
+            if len(second.name) == 2 and second.is_dir(follow_symlinks=False) and second.stat().st_mtime >= since:
+                yield Path(second.path)
+
+
+def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
+    """With Orthanc stopped: copy the index into the stage and hard-link there every file of the storage
+    directories changed since the storage pass began, so that the index step can back them up as they
+    are now while Orthanc runs (and deletes) again. Costs a copy of the index and a look at each directory."""
+    try:
+        since = float(since_file(state).read_text(encoding="utf-8")) - STAGE_MARGIN_SECONDS
+    except (OSError, ValueError) as error:
+        raise BackupError(f"{since_file(state)}: no record of the storage pass; run the storage step first") from error
+    stage, staged = stage_of(data_dir)
+    index_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
+    if not index_files:
+        raise BackupError(f"{data_dir / 'index'}: no SQLite index (is Orthanc's data directory {data_dir}?)")
+    staged.mkdir(mode=0o700, parents=True)
+    stage.chmod(0o700)
+    for path in index_files:
+        shutil.copy2(path, staged / path.name)
+    linked = 0
+    for directory in recent_directories(data_dir, since):
+        target = staged / directory.relative_to(data_dir)
+        for entry in os.scandir(directory):
+            if entry.is_file(follow_symlinks=False):
+                target.mkdir(parents=True, exist_ok=True)
+                os.link(entry.path, target / entry.name)
+                linked += 1
+    return {"index_bytes": sum(path.stat().st_size for path in index_files), "linked_files": linked}
+
+
+def remove_stage(data_dir: Path) -> None:
+    stage, _ = stage_of(data_dir)
+    if stage.exists():
+        shutil.rmtree(stage)
+
+
+def offline_sqlite(
+    data_dir: Path,
+    state: Path,
+    stop: Callable[[], object],
+    resume: Callable[[], object],
+    start: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """The only step of a SQLite backup with Orthanc stopped: STOP it, stage the index (stage_sqlite), then
+    START it (the target image of an upgrade; by default RESUME, the same service again). RESUME also runs
+    when the stage cannot be made. Returns the stage and the staged index's inventory, read once Orthanc
+    starts."""
+    index = data_dir / "index"
+    if not index.is_file():
+        raise BackupError(f"{index}: no SQLite index (is Orthanc's data directory {data_dir}?)")
+    needed = sum((data_dir / name).stat().st_size for name in INDEX_FILES if (data_dir / name).is_file())
+    free = shutil.disk_usage(data_dir).free
+    if free < needed + STAGE_SPARE_BYTES:
+        raise BackupError(
+            f"{data_dir}: {free // 2**20} MiB free on its filesystem; the backup's offline step copies the index "
+            f"({needed // 2**20} MiB) there and needs {(needed + STAGE_SPARE_BYTES) // 2**20} MiB: free some space. "
+            "Orthanc was not stopped"
+        )
+    remove_stage(data_dir)  # left by an interrupted backup
+    stopped_at = clock()
+    try:
+        stop()
+        staged = stage_sqlite(data_dir, state)
+    except BaseException:
+        remove_stage(data_dir)
+        resume()
+        raise
+    (start or resume)()
+    stopped = clock() - stopped_at
+    _, staged_dir = stage_of(data_dir)
+    return {
+        **staged,
+        "stage": str(staged_dir),
+        "stopped_seconds": round(stopped, 2),
+        **read_sqlite(staged_dir).inventory(),
+    }
+
+
 def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
-    """The offline step: the index and the files that arrived since the storage pass."""
-    index = read_sqlite(data_dir)
-    present, gone = late_files(data_dir, index, state)
-    paths = [data_dir / name for name in INDEX_FILES if (data_dir / name).exists()] + present
-    summary = repo.backup(["--files-from-verbatim", str(files_from(paths, state))], backup_id, "index")
+    """The index part, while Orthanc runs: the index staged by offline_sqlite and the files it refers to that
+    the storage pass lacks, from their hard links in the stage. The stage is removed once backed up."""
+    stage, staged = stage_of(data_dir)
+    index = read_sqlite(staged)
+    _, gone_from_stage = late_files(staged, index, state)
+    for uuid in gone_from_stage:
+        # Not in a directory the offline step linked: a file that is still there is the file the index means
+        # (storage files are never rewritten).
+        with contextlib.suppress(OSError):
+            stored_path(staged, uuid).parent.mkdir(parents=True, exist_ok=True)
+            os.link(stored_path(data_dir, uuid), stored_path(staged, uuid))
+    present, gone = late_files(staged, index, state)
+    paths = [staged / name for name in INDEX_FILES if (staged / name).exists()] + present
+    listing = files_from((path.relative_to(stage) for path in paths), state)
+    summary = repo.backup(["--files-from-verbatim", str(listing)], backup_id, "index", cwd=stage)
+    remove_stage(data_dir)
     return {**summary, "late_files": len(present), "index_entries_without_file": gone, **index.inventory()}
 
 
@@ -568,6 +699,36 @@ def inventory_postgresql(service: str) -> dict[str, Any]:
     return index_of_rows(query_postgresql(service, PG_INVENTORY)).inventory()
 
 
+def offline_sqlite_service(
+    data_dir: Path, state: Path, service: str, stack: str, stack_file: Path | None, timeout: int
+) -> dict[str, Any]:
+    """offline_sqlite on the Swarm service, driven by the orthanc_service module's code (installed beside this
+    file): stopped, then scaled to 1 again or, with STACK_FILE, the stack deployed from it."""
+    from orthanc_service import ServiceError, ServiceTask, Swarm
+
+    def docker(argv: list[str]) -> tuple[int, str, str]:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        return result.returncode, result.stdout, result.stderr
+
+    swarm = Swarm("docker", docker)
+
+    def deploy(path: Path) -> None:
+        rc, out, err = docker(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(path), stack])
+        if rc != 0:
+            raise BackupError(f"docker stack deploy -c {path} {stack} failed: {(err or out).strip()}")
+
+    try:
+        return offline_sqlite(
+            data_dir,
+            state,
+            stop=lambda: ServiceTask(swarm, service, timeout, poll_seconds=0.1).run("stopped"),
+            resume=lambda: swarm.scale(service, 1),
+            start=(lambda: deploy(stack_file)) if stack_file else None,
+        )
+    except ServiceError as error:
+        raise BackupError(str(error)) from error
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="auscat-backup", description=__doc__.splitlines()[0])
     main.add_argument("--repository", required=True)
@@ -583,6 +744,12 @@ def parser() -> argparse.ArgumentParser:
         step.add_argument("--state", type=Path, required=True)
         if name == "index-postgresql":
             step.add_argument("--container", required=True)
+    offline = sub.add_parser("offline-sqlite")
+    offline.add_argument("--data-dir", type=Path, required=True)
+    offline.add_argument("--state", type=Path, required=True)
+    offline.add_argument("--service", required=True, help="the Orthanc service, stopped and started again")
+    offline.add_argument("--deploy", type=Path, help="a stack file deployed instead of starting the service again")
+    offline.add_argument("--timeout", type=int, default=180, help="seconds for the service to stop")
     manifest = sub.add_parser("manifest")
     manifest.add_argument("--backup-id", required=True)
     manifest.add_argument("--manifest", type=Path, required=True)
@@ -608,6 +775,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return load_postgresql(args.container, args.dump)
     if args.command == "inventory-postgresql":
         return inventory_postgresql(args.service)
+    if args.command == "offline-sqlite":
+        return offline_sqlite_service(args.data_dir, args.state, args.service, args.stack, args.deploy, args.timeout)
     if not args.password_file.is_file():
         raise BackupError(f"{args.password_file}: the repository password file does not exist")
     repo = Repository(args.repository, args.password_file, args.stack, args.cache_dir)

@@ -5,8 +5,9 @@
 
 The steps of playbooks/backup.yml, with the settings the role wrote at rollout (schedule.json, root
 only; it names the password file, never the password): the storage files copied while Orthanc runs;
-with SQLite, Orthanc stopped only while the index and the files that arrived meanwhile are copied,
-then started again whatever happened; with PostgreSQL, the index dumped while Orthanc runs. Then the
+with SQLite, Orthanc stopped only while the index is copied beside the data and the files that
+arrived meanwhile are hard-linked there, then started again whatever happened, and that stage backed
+up while it serves; with PostgreSQL, the index dumped while Orthanc runs. Then the
 manifest, restic check and the retention policy. The helpers beside this file do the work
 (auscat_backup.py for restic, orthanc_service.py for the Swarm service), so a scheduled backup and
 one taken by the playbook are the same backup.
@@ -110,15 +111,18 @@ def copy(
         say(f"backup {backup_id}: {storage['files_new']} new files; dumping the PostgreSQL index")
         postgresql = service_task(settings["postgresql_service"]).run("healthy")
         return storage, backup.index_postgresql(repo, postgresql.container, data_dir, backup_id, state), 0.0
-    say(f"backup {backup_id}: {storage['files_new']} new files; stopping Orthanc to copy the index")
+    say(f"backup {backup_id}: {storage['files_new']} new files; stopping Orthanc to stage the index")
     stopped_at = clock()
-    service_task(settings["service"]).run("stopped")
-    try:
-        index = backup.index_sqlite(repo, data_dir, backup_id, state)
-    finally:
-        service_task(settings["service"]).run("started")
-        say(f"backup {backup_id}: Orthanc healthy again after {clock() - stopped_at:.1f} s")
-    return storage, index, clock() - stopped_at
+    # Started again (and awaited healthy) whether or not the stage could be made.
+    backup.offline_sqlite(
+        data_dir,
+        state,
+        stop=lambda: service_task(settings["service"]).run("stopped"),
+        resume=lambda: service_task(settings["service"]).run("started"),
+    )
+    downtime = clock() - stopped_at
+    say(f"backup {backup_id}: Orthanc healthy again after {downtime:.1f} s; copying the staged index")
+    return storage, backup.index_sqlite(repo, data_dir, backup_id, state), downtime
 
 
 def manifest_of(
@@ -178,7 +182,7 @@ def scheduled_backup(
         written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         backup.store_manifest(repo, backup_id, written)
     finally:
-        for path in (state, state.with_suffix(".files")):
+        for path in (state, state.with_suffix(".files"), backup.since_file(state)):
             path.unlink(missing_ok=True)
     if settings["check"]:
         say(f"backup {backup_id}: restic check")
