@@ -482,16 +482,19 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
     assert (Path(restored["data_dir"]) / late.uuid[0:2] / late.uuid[2:4] / late.uuid).read_bytes() == content
 
 
-def test_offline_step_links_only_the_directories_changed_since_the_storage_pass(
+def test_offline_step_links_only_the_files_written_since_the_storage_pass_began(
     repository: Repository, tmp_path: Path
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data", instances=2)
+    an_hour_ago = time.time() - 3600
+    for name in orthanc.stored_names():  # stored long before; their directories are new all the same
+        os.utime(orthanc.stored_path(name), (an_hour_ago, an_hour_ago))
     state = tmp_path / "state" / "backup.names"
     auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
-    began = time.time() + 2 * auscat_backup.STAGE_MARGIN_SECONDS  # every directory older than the pass
-    auscat_backup.since_file(state).write_text(f"{began}\n", encoding="utf-8")
+    late = orthanc.add_instance()
     staged = offline(orthanc.root, state)
-    assert staged["linked_files"] == 0
+    assert staged["linked_files"] == 1
+    assert (Path(staged["stage"]) / late.uuid[0:2] / late.uuid[2:4] / late.uuid).is_file()
     assert staged["index_bytes"] == (orthanc.root / "index").stat().st_size
     assert (Path(staged["stage"]) / "index").read_bytes() == (orthanc.root / "index").read_bytes()
 

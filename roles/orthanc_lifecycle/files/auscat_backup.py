@@ -59,9 +59,10 @@ DUMP_NAME = "postgresql.sql"
 # the offline step of a SQLite backup keeps for the index step, laid out under the data directory's
 # absolute path so that restic, run from here, stores the same paths as a copy of the data directory.
 STAGE_NAME = ".auscat-stage"
-# A storage directory modified since the storage pass began, less this margin, may hold a file the pass
-# did not copy; the offline step hard-links every file of those directories.
-STAGE_MARGIN_SECONDS = 300
+# A file written since the storage pass began, less this margin, may be one the pass did not copy (or
+# copied half written): the offline step hard-links each into the stage. Orthanc writes a file within
+# milliseconds, and file times come from the same clock as the pass's start.
+STAGE_MARGIN_SECONDS = 60
 # Room left on the data directory's filesystem beyond the copy of the index.
 STAGE_SPARE_BYTES = 64 * 2**20
 # restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
@@ -330,9 +331,10 @@ def recent_directories(data_dir: Path, since: float) -> Iterator[Path]:
 
 
 def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
-    """With Orthanc stopped: copy the index into the stage and hard-link there every file of the storage
-    directories changed since the storage pass began, so that the index step can back them up as they
-    are now while Orthanc runs (and deletes) again. Costs a copy of the index and a look at each directory."""
+    """With Orthanc stopped: copy the index into the stage and hard-link there every storage file written
+    since the storage pass began, so that the index step can back them up as they are now while Orthanc
+    runs (and deletes) again. Costs a copy of the index, a look at each storage directory and one at each
+    file of the directories changed since (a new file changes its directory)."""
     try:
         since = float(since_file(state).read_text(encoding="utf-8")) - STAGE_MARGIN_SECONDS
     except (OSError, ValueError) as error:
@@ -349,7 +351,7 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     for directory in recent_directories(data_dir, since):
         target = staged / directory.relative_to(data_dir)
         for entry in os.scandir(directory):
-            if entry.is_file(follow_symlinks=False):
+            if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime >= since:
                 target.mkdir(parents=True, exist_ok=True)
                 os.link(entry.path, target / entry.name)
                 linked += 1
