@@ -35,6 +35,7 @@ from orthanc_service import ServiceError
 STACK = "unit"
 PASSWORD = "Repository-Password-Under-Test-0042"  # noqa: S105 - the password of throwaway test repositories
 BACKUP_ID = "unit-20261201T020000Z"
+ORTHANC_UID = 4242  # the image's user
 # Orthanc's SQLite index numbers the levels from 1 (the PostgreSQL plugin from 0).
 PATIENT, STUDY, SERIES, INSTANCE = 1, 2, 3, 4
 DICOM = 1
@@ -230,6 +231,23 @@ def copy_block(table: str, columns: list[str], rows: list[dict[str, str]]) -> li
 
 def files_under(root: Path) -> dict[str, bytes]:
     return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def owned_by_orthanc(root: Path) -> None:
+    """The data directory as the image leaves it: Orthanc's user (when the tests can give it), not 0755."""
+    root.chmod(0o750)
+    if os.geteuid() == 0:
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, ORTHANC_UID, ORTHANC_UID)
+
+
+def metadata_under(root: Path) -> dict[str, tuple[int, int, int]]:
+    """Mode, owner and group of the directory and of everything under it (the working files aside)."""
+    return {
+        path.relative_to(root).as_posix(): (path.stat().st_mode, path.stat().st_uid, path.stat().st_gid)
+        for path in [root, *root.rglob("*")]
+        if auscat_backup.STAGE_NAME not in path.parts and path.name != auscat_backup.MANIFEST_NAME
+    }
 
 
 def write_manifest(path: Path, data_dir: Path, storage: dict[str, Any], index: dict[str, Any]) -> Path:
@@ -466,6 +484,8 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
     state = tmp_path / "state" / "backup.names"
     auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
     late = orthanc.add_instance()
+    owned_by_orthanc(orthanc.root)
+    before = metadata_under(orthanc.root)
     content = orthanc.stored_path(late.uuid).read_bytes()
     staged = offline(orthanc.root, state)
     assert staged["instances"] == 3
@@ -480,6 +500,10 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
         Path(restored["data_dir"])
     )
     assert (Path(restored["data_dir"]) / late.uuid[0:2] / late.uuid[2:4] / late.uuid).read_bytes() == content
+    # Owner and mode as Orthanc left them, from the stage as from the storage pass: Orthanc runs as its own user.
+    after = metadata_under(Path(restored["data_dir"]))  # the index part only: this backup has no storage part
+    assert {".", "index", orthanc.stored_path(late.uuid).relative_to(orthanc.root).as_posix()} <= set(after)
+    assert after == {path: before[path] for path in after}
 
 
 def test_offline_step_links_only_the_files_written_since_the_storage_pass_began(

@@ -320,6 +320,28 @@ def stage_of(data_dir: Path) -> tuple[Path, Path]:
     return stage, stage / str(data_dir.absolute()).lstrip("/")
 
 
+def mirror(source: Path, target: Path) -> None:
+    """TARGET gets SOURCE's owner, mode and times: a restore gives back what the snapshot recorded, and
+    Orthanc (not root) must find its data directory, its directories and its index as it left them."""
+    status = source.stat()
+    os.chown(target, status.st_uid, status.st_gid)
+    os.chmod(target, status.st_mode & 0o7777)
+    os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
+
+
+def link_into_stage(data_dir: Path, staged: Path, directory: Path, name: str) -> None:
+    """Hard-link DATA_DIR/DIRECTORY/NAME into the stage, its directories made like the data directory's own."""
+    for depth in range(1, len(directory.parts) + 1):
+        relative = Path(*directory.parts[:depth])
+        if not (staged / relative).is_dir():
+            (staged / relative).mkdir()
+    os.link(data_dir / directory / name, staged / directory / name)
+    # Made now, or changed by the link: each directory gets the original's owner, mode and times.
+    for depth in range(len(directory.parts), 0, -1):
+        relative = Path(*directory.parts[:depth])
+        mirror(data_dir / relative, staged / relative)
+
+
 def recent_directories(data_dir: Path, since: float) -> Iterator[Path]:
     """The storage directories (<dir>/xx/yy) changed since SINCE: every file created later is in one."""
     for first in os.scandir(data_dir):
@@ -347,14 +369,14 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     stage.chmod(0o700)
     for path in index_files:
         shutil.copy2(path, staged / path.name)
+        mirror(path, staged / path.name)
     linked = 0
     for directory in recent_directories(data_dir, since):
-        target = staged / directory.relative_to(data_dir)
         for entry in os.scandir(directory):
             if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime >= since:
-                target.mkdir(parents=True, exist_ok=True)
-                os.link(entry.path, target / entry.name)
+                link_into_stage(data_dir, staged, directory.relative_to(data_dir), entry.name)
                 linked += 1
+    mirror(data_dir, staged)
     return {"index_bytes": sum(path.stat().st_size for path in index_files), "linked_files": linked}
 
 
@@ -414,11 +436,12 @@ def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     index = read_sqlite(staged)
     _, gone_from_stage = late_files(staged, index, state)
     for uuid in gone_from_stage:
-        # Not in a directory the offline step linked: a file that is still there is the file the index means
-        # (storage files are never rewritten).
-        with contextlib.suppress(OSError):
-            stored_path(staged, uuid).parent.mkdir(parents=True, exist_ok=True)
-            os.link(stored_path(data_dir, uuid), stored_path(staged, uuid))
+        # Not linked by the offline step: a file that is still there is the file the index means (storage
+        # files are never rewritten).
+        if stored_path(data_dir, uuid).is_file():
+            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
+                link_into_stage(data_dir, staged, Path(uuid[0:2]) / uuid[2:4], uuid)
+    mirror(data_dir, staged)
     present, gone = late_files(staged, index, state)
     paths = [staged / name for name in INDEX_FILES if (staged / name).exists()] + present
     listing = files_from((path.relative_to(stage) for path in paths), state)
