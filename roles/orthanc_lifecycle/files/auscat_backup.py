@@ -60,9 +60,9 @@ DUMP_NAME = "postgresql.sql"
 # absolute path so that restic, run from here, stores the same paths as a copy of the data directory.
 STAGE_NAME = ".auscat-stage"
 # A file written since the storage pass began, less this margin, may be one the pass did not copy (or
-# copied half written): the offline step hard-links each into the stage. Orthanc writes a file within
-# milliseconds, and file times come from the same clock as the pass's start.
-STAGE_MARGIN_SECONDS = 60
+# copied half written: a file's time is that of its last write): the offline step hard-links each into
+# the stage. File times come from the same clock as the pass's start, a few milliseconds coarser.
+STAGE_MARGIN_SECONDS = 10
 # Room left on the data directory's filesystem beyond the copy of the index.
 STAGE_SPARE_BYTES = 64 * 2**20
 # restic: 3 means "snapshot created, some source files could not be read" (deleted meanwhile).
@@ -320,6 +320,11 @@ def stage_of(data_dir: Path) -> tuple[Path, Path]:
     return stage, stage / str(data_dir.absolute()).lstrip("/")
 
 
+def links_of(data_dir: Path) -> Path:
+    """The stage's flat directory of hard links made while Orthanc is stopped (one directory: one mkdir)."""
+    return data_dir / STAGE_NAME / "linked"
+
+
 def mirror(source: Path, target: Path) -> None:
     """TARGET gets SOURCE's owner, mode and times: a restore gives back what the snapshot recorded, and
     Orthanc (not root) must find its data directory, its directories and its index as it left them."""
@@ -327,19 +332,6 @@ def mirror(source: Path, target: Path) -> None:
     os.chown(target, status.st_uid, status.st_gid)
     os.chmod(target, status.st_mode & 0o7777)
     os.utime(target, ns=(status.st_atime_ns, status.st_mtime_ns))
-
-
-def link_into_stage(data_dir: Path, staged: Path, directory: Path, name: str) -> None:
-    """Hard-link DATA_DIR/DIRECTORY/NAME into the stage, its directories made like the data directory's own."""
-    for depth in range(1, len(directory.parts) + 1):
-        relative = Path(*directory.parts[:depth])
-        if not (staged / relative).is_dir():
-            (staged / relative).mkdir()
-    os.link(data_dir / directory / name, staged / directory / name)
-    # Made now, or changed by the link: each directory gets the original's owner, mode and times.
-    for depth in range(len(directory.parts), 0, -1):
-        relative = Path(*directory.parts[:depth])
-        mirror(data_dir / relative, staged / relative)
 
 
 def recent_directories(data_dir: Path, since: float) -> Iterator[Path]:
@@ -356,7 +348,7 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     """With Orthanc stopped: copy the index into the stage and hard-link there every storage file written
     since the storage pass began, so that the index step can back them up as they are now while Orthanc
     runs (and deletes) again. Costs a copy of the index, a look at each storage directory and one at each
-    file of the directories changed since (a new file changes its directory)."""
+    file of the directories changed since (a new file changes its directory), and a link per file written."""
     try:
         since = float(since_file(state).read_text(encoding="utf-8")) - STAGE_MARGIN_SECONDS
     except (OSError, ValueError) as error:
@@ -370,14 +362,37 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     for path in index_files:
         shutil.copy2(path, staged / path.name)
         mirror(path, staged / path.name)
+    links = links_of(data_dir)
+    links.mkdir(mode=0o700)
     linked = 0
     for directory in recent_directories(data_dir, since):
         for entry in os.scandir(directory):
             if entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime >= since:
-                link_into_stage(data_dir, staged, directory.relative_to(data_dir), entry.name)
+                os.link(entry.path, links / entry.name)
                 linked += 1
-    mirror(data_dir, staged)
     return {"index_bytes": sum(path.stat().st_size for path in index_files), "linked_files": linked}
+
+
+def place_late_files(data_dir: Path, staged: Path, uuids: Iterable[str]) -> None:
+    """Each of these storage files into the stage's copy of the data directory, where the index has it: its
+    hard link from the offline step or, failing that, a new one to the file still in the data directory
+    (storage files are never rewritten). The directories get the owner, mode and times of the originals."""
+    links = links_of(data_dir)
+    made: set[Path] = set()
+    for uuid in uuids:
+        directory = Path(uuid[0:2]) / uuid[2:4]
+        if directory not in made:
+            (staged / directory).mkdir(parents=True, exist_ok=True)
+            made.update((directory, directory.parent))
+        with contextlib.suppress(FileNotFoundError):  # never linked, and deleted since: reported as gone
+            if (links / uuid).is_file():
+                os.rename(links / uuid, staged / directory / uuid)
+            else:
+                os.link(data_dir / directory / uuid, staged / directory / uuid)
+    for directory in sorted(made, key=lambda path: len(path.parts), reverse=True):
+        with contextlib.suppress(FileNotFoundError):  # a storage directory Orthanc removed meanwhile
+            mirror(data_dir / directory, staged / directory)
+    mirror(data_dir, staged)
 
 
 def remove_stage(data_dir: Path) -> None:
@@ -434,14 +449,8 @@ def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     the storage pass lacks, from their hard links in the stage. The stage is removed once backed up."""
     stage, staged = stage_of(data_dir)
     index = read_sqlite(staged)
-    _, gone_from_stage = late_files(staged, index, state)
-    for uuid in gone_from_stage:
-        # Not linked by the offline step: a file that is still there is the file the index means (storage
-        # files are never rewritten).
-        if stored_path(data_dir, uuid).is_file():
-            with contextlib.suppress(FileNotFoundError):  # deleted meanwhile
-                link_into_stage(data_dir, staged, Path(uuid[0:2]) / uuid[2:4], uuid)
-    mirror(data_dir, staged)
+    _, unplaced = late_files(staged, index, state)
+    place_late_files(data_dir, staged, unplaced)
     present, gone = late_files(staged, index, state)
     paths = [staged / name for name in INDEX_FILES if (staged / name).exists()] + present
     listing = files_from((path.relative_to(stage) for path in paths), state)
