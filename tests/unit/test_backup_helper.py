@@ -535,6 +535,20 @@ def test_offline_step_stops_stages_and_starts_the_target_when_given_one(tmp_path
     assert staged["digest"] == orthanc.digest()
 
 
+def test_offline_step_stages_the_index_as_orthanc_left_it_on_stopping(tmp_path: Path) -> None:
+    # A running Orthanc has a write-ahead log beside its index; stopping, it folds the log in and removes it.
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+    (orthanc.root / "index-wal").write_bytes(b"log of the running Orthanc")
+    state = tmp_path / "state" / "backup.names"
+    state.parent.mkdir()
+    auscat_backup.since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
+    staged = auscat_backup.offline_sqlite(
+        orthanc.root, state, stop=(orthanc.root / "index-wal").unlink, resume=lambda: None
+    )
+    assert sorted(path.name for path in Path(staged["stage"]).iterdir() if path.is_file()) == ["index"]
+    assert staged["digest"] == orthanc.digest()
+
+
 def test_offline_step_starts_orthanc_again_and_removes_the_stage_when_staging_fails(tmp_path: Path) -> None:
     orthanc = FakeOrthanc(tmp_path / "data", instances=1)
     state = tmp_path / "state" / "backup.names"  # no storage pass recorded: the stage cannot be made
@@ -729,7 +743,7 @@ def test_scheduled_backup_starts_orthanc_again_when_the_index_copy_fails(
         raise OSError(28, "No space left on device", str(target))
 
     monkeypatch.setattr(auscat_backup.shutil, "copy2", full)
-    with pytest.raises(OSError, match="No space left on device"):
+    with pytest.raises(BackupError, match="No space left on device"):
         auscat_scheduled_backup.scheduled_backup(
             schedule_settings(repository, orthanc, tmp_path / "state"), service.task
         )

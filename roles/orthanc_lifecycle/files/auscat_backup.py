@@ -91,6 +91,10 @@ class BackupError(Exception):
     """A problem that stops the operation, described for the operator."""
 
 
+class ServingAsBefore(BackupError):
+    """The offline step failed with Orthanc serving as before it: never stopped, or started again."""
+
+
 @dataclass
 class Repository:
     url: str
@@ -295,16 +299,19 @@ def since_file(state: Path) -> Path:
     return state.with_suffix(".since")
 
 
-def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
-    """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
+def late_uuids(index: Index, state: Path) -> list[str]:
+    """The UUIDs of the files the index refers to that the storage pass did not copy (or copied half written)."""
     try:
         lines = state.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
     copied = {name: int(size) for name, size in (line.split() for line in lines if line.strip())}
-    late = [
-        (uuid, stored_path(data_dir, uuid)) for uuid, size in sorted(index.uuids.items()) if copied.get(uuid) != size
-    ]
+    return [uuid for uuid, size in sorted(index.uuids.items()) if copied.get(uuid) != size]
+
+
+def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
+    """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
+    late = [(uuid, stored_path(data_dir, uuid)) for uuid in late_uuids(index, state)]
     return [path for _, path in late if path.is_file()], [uuid for uuid, path in late if not path.is_file()]
 
 
@@ -354,9 +361,8 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise BackupError(f"{since_file(state)}: no record of the storage pass; run the storage step first") from error
     stage, staged = stage_of(data_dir)
+    # Listed now: Orthanc, stopped, has folded its write-ahead log into the index and removed it.
     index_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
-    if not index_files:
-        raise BackupError(f"{data_dir / 'index'}: no SQLite index (is Orthanc's data directory {data_dir}?)")
     staged.mkdir(mode=0o700, parents=True)
     stage.chmod(0o700)
     for path in index_files:
@@ -373,26 +379,32 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     return {"index_bytes": sum(path.stat().st_size for path in index_files), "linked_files": linked}
 
 
-def place_late_files(data_dir: Path, staged: Path, uuids: Iterable[str]) -> None:
+def place_late_files(data_dir: Path, staged: Path, uuids: Iterable[str]) -> tuple[list[Path], list[str]]:
     """Each of these storage files into the stage's copy of the data directory, where the index has it: its
     hard link from the offline step or, failing that, a new one to the file still in the data directory
-    (storage files are never rewritten). The directories get the owner, mode and times of the originals."""
+    (storage files are never rewritten). The directories get the owner, mode and times of the originals.
+    Returns (the files placed, the UUIDs whose file is gone)."""
     links = links_of(data_dir)
     made: set[Path] = set()
+    placed, gone = [], []
     for uuid in uuids:
         directory = Path(uuid[0:2]) / uuid[2:4]
         if directory not in made:
             (staged / directory).mkdir(parents=True, exist_ok=True)
             made.update((directory, directory.parent))
-        with contextlib.suppress(FileNotFoundError):  # never linked, and deleted since: reported as gone
+        try:
             if (links / uuid).is_file():
                 os.rename(links / uuid, staged / directory / uuid)
             else:
                 os.link(data_dir / directory / uuid, staged / directory / uuid)
+            placed.append(staged / directory / uuid)
+        except FileNotFoundError:  # never linked, and deleted since
+            gone.append(uuid)
     for directory in sorted(made, key=lambda path: len(path.parts), reverse=True):
         with contextlib.suppress(FileNotFoundError):  # a storage directory Orthanc removed meanwhile
             mirror(data_dir / directory, staged / directory)
     mirror(data_dir, staged)
+    return placed, gone
 
 
 def remove_stage(data_dir: Path) -> None:
@@ -413,26 +425,29 @@ def offline_sqlite(
     START it (the target image of an upgrade; by default RESUME, the same service again). RESUME also runs
     when the stage cannot be made. Returns the stage and the staged index's inventory, read once Orthanc
     starts."""
-    index = data_dir / "index"
-    if not index.is_file():
-        raise BackupError(f"{index}: no SQLite index (is Orthanc's data directory {data_dir}?)")
-    needed = sum((data_dir / name).stat().st_size for name in INDEX_FILES if (data_dir / name).is_file())
+    running_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
+    if data_dir / "index" not in running_files:
+        raise ServingAsBefore(f"{data_dir / 'index'}: no SQLite index (is Orthanc's data directory {data_dir}?)")
+    needed = sum(path.stat().st_size for path in running_files)  # the log too: at most what the copy takes
     free = shutil.disk_usage(data_dir).free
     if free < needed + STAGE_SPARE_BYTES:
-        raise BackupError(
+        raise ServingAsBefore(
             f"{data_dir}: {free // 2**20} MiB free on its filesystem; the backup's offline step copies the index "
             f"({needed // 2**20} MiB) there and needs {(needed + STAGE_SPARE_BYTES) // 2**20} MiB: free some space. "
             "Orthanc was not stopped"
         )
-    remove_stage(data_dir)  # left by an interrupted backup
+    try:
+        remove_stage(data_dir)  # left by an interrupted backup
+    except OSError as error:
+        raise ServingAsBefore(f"cannot remove what an interrupted backup left in the stage ({error})") from error
     stopped_at = clock()
     try:
         stop()
         staged = stage_sqlite(data_dir, state)
-    except BaseException:
+    except Exception as error:
         remove_stage(data_dir)
         resume()
-        raise
+        raise ServingAsBefore(f"{error}; Orthanc was started again") from error
     (start or resume)()
     stopped = clock() - stopped_at
     _, staged_dir = stage_of(data_dir)
@@ -449,9 +464,7 @@ def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     the storage pass lacks, from their hard links in the stage. The stage is removed once backed up."""
     stage, staged = stage_of(data_dir)
     index = read_sqlite(staged)
-    _, unplaced = late_files(staged, index, state)
-    place_late_files(data_dir, staged, unplaced)
-    present, gone = late_files(staged, index, state)
+    present, gone = place_late_files(data_dir, staged, late_uuids(index, state))
     paths = [staged / name for name in INDEX_FILES if (staged / name).exists()] + present
     listing = files_from((path.relative_to(stage) for path in paths), state)
     summary = repo.backup(["--files-from-verbatim", str(listing)], backup_id, "index", cwd=stage)
@@ -839,7 +852,9 @@ def main(argv: list[str]) -> int:
     try:
         result = run(args)
     except (BackupError, OSError) as error:
-        print(json.dumps({"error": f"{args.command}: {error}"}))
+        # serving_as_before: Orthanc was not left stopped or switched (offline-sqlite), nothing to roll back.
+        failed = {"error": f"{args.command}: {error}"}
+        print(json.dumps({**failed, "serving_as_before": True} if isinstance(error, ServingAsBefore) else failed))
         return 1
     print(json.dumps(result))
     return 0
