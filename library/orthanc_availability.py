@@ -16,7 +16,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ansible.module_utils.basic import AnsibleModule
+try:
+    from ansible.module_utils.basic import AnsibleModule
+except ImportError:  # imported as a library by the backup helper on a host without Ansible
+    AnsibleModule = None
 
 DOCUMENTATION = r"""
 ---

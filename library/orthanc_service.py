@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 try:
     from ansible.module_utils.basic import AnsibleModule
-except ImportError:  # imported as a library by the scheduled backup on a host without Ansible
+except ImportError:  # imported as a library by the backup helpers on a host without Ansible
     AnsibleModule = None
 
 DOCUMENTATION = r"""

@@ -59,7 +59,8 @@ PER_PATIENT = 100
 CT_SLICE_BYTES = 512 * 512 * 2
 POLL_SECONDS = 0.1
 TOOL = "/usr/local/lib/auscat/auscat_tool.py"
-# The role's backup helper, run from the checkout (the same file the role installs on the host).
+# The role's backup helper, run from the checkout (the same file the role installs on the host, where
+# the orthanc_service module lies beside it).
 HELPER = stack.REPOSITORY / "roles" / "orthanc_lifecycle" / "files" / "auscat_backup.py"
 SECOND_TAG_SUFFIX = "0"  # 1.12.7-6 -> 1.12.7-60: a second layer version of the same Orthanc
 
@@ -191,7 +192,9 @@ class Run:
         if self.backend == "postgresql":
             command = [sys.executable, str(HELPER), "--repository", "-", "--password-file", "-", "--stack"]
             command += [self.stack.name, "inventory-postgresql", "--service", f"{self.stack.name}_postgresql"]
-            return json.loads(run(command, "inventory", 3600))
+            # The helper finds the orthanc_service module beside it on the host, here in library/.
+            env = {**os.environ, "PYTHONPATH": str(stack.REPOSITORY / "library")}
+            return json.loads(run(command, "inventory", 3600, env=env))
         return self.find_inventory()
 
     def find_inventory(self) -> dict[str, Any]:

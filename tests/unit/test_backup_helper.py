@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "orthanc_
 import auscat_backup
 import auscat_scheduled_backup
 from auscat_backup import BackupError, Repository
-from orthanc_service import ServiceError
 
 STACK = "unit"
 PASSWORD = "Repository-Password-Under-Test-0042"  # noqa: S105 - the password of throwaway test repositories
@@ -600,7 +599,7 @@ def test_forget_keeps_every_part_of_the_newest_backup_and_a_backup_in_progress(
         }
     in_progress = repo.backup([str(data_dir)], "unit-4", "storage")
     result = auscat_backup.forget(repo, daily=1, weekly=0, monthly=0)
-    assert result == {"kept_backups": ["unit-3"], "removed_snapshots": 6}
+    assert result == {"kept_backups": ["unit-3"], "removed_snapshots": 6, "pruned": True}
     assert parts(repo) == {*made["unit-3"], ("unit-4", "storage", in_progress["snapshot"])}
 
 
@@ -675,15 +674,16 @@ def test_main_reports_a_missing_password_file_as_one_json_error(
     assert not (tmp_path / "repo").exists()
 
 
-# The scheduled backup (auscat_scheduled_backup.py): the same steps, with a recorded stand-in for the
-# Swarm service (the Molecule lifecycle scenario runs it from cron against the real stack).
+# The whole backup (auscat_scheduled_backup.py, run by backup.yml and the schedule): the same steps,
+# with recorded stand-ins for the Swarm service and the availability watch (the Molecule lifecycle
+# scenario runs it from the playbook and from cron against the real stack).
 
 
 @dataclass
 class RecordedService:
-    """A ServiceTask stand-in: records each state asked for and what the data directory was then."""
+    """A Service stand-in: records each call and whether the stage was in the data directory then."""
 
-    calls: list[tuple[str, str]]
+    calls: list[tuple[str, str, bool]]
     orthanc: FakeOrthanc
     fail_on: str = ""
 
@@ -691,14 +691,36 @@ class RecordedService:
         self.name = name
         return self
 
-    def run(self, state: str, image: str | None = None) -> Any:
-        self.calls.append((self.name, state))
-        if state == self.fail_on:
-            raise ServiceError(f"{self.name} did not become {state}")
+    def _record(self, call: str) -> None:
+        self.calls.append((self.name, call, (self.orthanc.root / auscat_backup.STAGE_NAME).exists()))
+        if call == self.fail_on:
+            raise BackupError(f"{self.name}: {call} failed")
+
+    def healthy(self) -> Any:
+        self._record("healthy")
         return SimpleNamespace(container="c0ffee", image="auscat/orthanc:unit-1")
 
+    def stop(self) -> None:
+        self._record("stop")
 
-def schedule_settings(repo: Repository, orthanc: FakeOrthanc, state_dir: Path) -> dict[str, Any]:
+    def start(self) -> None:
+        self._record("start")
+
+
+@dataclass
+class RecordedWatch:
+    calls: list[tuple[str, str, bool]]
+    downtime: float = 1.25
+
+    def start(self) -> None:
+        self.calls.append(("watch", "start", False))
+
+    def stop(self) -> dict[str, Any]:
+        self.calls.append(("watch", "stop", False))
+        return {"total_downtime_seconds": self.downtime}
+
+
+def backup_settings(repo: Repository, orthanc: FakeOrthanc, state_dir: Path) -> dict[str, Any]:
     return {
         "stack": STACK,
         "repository": repo.url,
@@ -708,72 +730,97 @@ def schedule_settings(repo: Repository, orthanc: FakeOrthanc, state_dir: Path) -
         "index_backend": "sqlite",
         "service": f"{STACK}_orthanc",
         "postgresql_service": f"{STACK}_postgresql",
+        "url": "http://127.0.0.1:1/system",
         "keep_daily": 7,
         "keep_weekly": 4,
         "keep_monthly": 6,
+        "prune_days": 7,
         "check": True,
         "health_timeout": 60,
     }
 
 
-def test_scheduled_backup_stops_orthanc_only_around_the_index_copy(repository: Repository, tmp_path: Path) -> None:
+ORTHANC_SERVICE = f"{STACK}_orthanc"
+
+
+def test_whole_backup_stops_orthanc_only_to_stage_the_index_and_backs_the_stage_up_while_it_starts(
+    repository: Repository, tmp_path: Path
+) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
-    service = RecordedService([], orthanc)
-    manifest = auscat_scheduled_backup.scheduled_backup(
-        schedule_settings(repository, orthanc, tmp_path / "state"), service.task
-    )
-    assert service.calls == [
-        (f"{STACK}_orthanc", "healthy"),
-        (f"{STACK}_orthanc", "stopped"),
-        (f"{STACK}_orthanc", "started"),
+    calls: list[tuple[str, str, bool]] = []
+    service = RecordedService(calls, orthanc)
+    settings = backup_settings(repository, orthanc, tmp_path / "state")
+    manifest = auscat_scheduled_backup.take_backup(settings, service.task, RecordedWatch(calls), "playbook")
+    assert calls == [
+        (ORTHANC_SERVICE, "healthy", False),
+        ("watch", "start", False),
+        (ORTHANC_SERVICE, "stop", False),
+        (ORTHANC_SERVICE, "start", True),  # staged while stopped
+        (ORTHANC_SERVICE, "healthy", False),  # the stage backed up and removed before Orthanc is awaited
+        ("watch", "stop", False),
     ]
+    assert manifest["downtime_seconds"] == 1.25
+    assert manifest["by"] == "playbook"
     assert manifest["inventory"]["digest"] == orthanc.digest()
     assert manifest["index_entries_without_file"] == []
     assert [b["backup"] for b in auscat_backup.backups(repository)] == [manifest["backup"]]
     assert not list((tmp_path / "state").glob("*.names")), "the working files of the backup were left behind"
 
 
-def test_scheduled_backup_starts_orthanc_again_when_the_index_copy_fails(
+def test_whole_backup_starts_orthanc_again_when_the_index_copy_fails(
     repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
-    service = RecordedService([], orthanc)
+    calls: list[tuple[str, str, bool]] = []
+    service = RecordedService(calls, orthanc)
 
     def full(source: Path, target: Path) -> None:
         raise OSError(28, "No space left on device", str(target))
 
     monkeypatch.setattr(auscat_backup.shutil, "copy2", full)
     with pytest.raises(BackupError, match="No space left on device"):
-        auscat_scheduled_backup.scheduled_backup(
-            schedule_settings(repository, orthanc, tmp_path / "state"), service.task
+        auscat_scheduled_backup.take_backup(
+            backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls)
         )
-    assert service.calls[-2:] == [(f"{STACK}_orthanc", "stopped"), (f"{STACK}_orthanc", "started")]
+    assert [call[1] for call in calls[-4:]] == ["stop", "start", "healthy", "stop"]
+    assert calls[-1][0] == "watch"
     assert auscat_backup.backups(repository) == []
 
 
-def test_scheduled_backup_refuses_before_stopping_orthanc_without_an_index(
-    repository: Repository, tmp_path: Path
-) -> None:
+def test_whole_backup_refuses_before_stopping_orthanc_without_an_index(repository: Repository, tmp_path: Path) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
-    service = RecordedService([], orthanc)
+    calls: list[tuple[str, str, bool]] = []
+    service = RecordedService(calls, orthanc)
     (orthanc.root / "index").unlink()
     with pytest.raises(BackupError, match="no SQLite index"):
-        auscat_scheduled_backup.scheduled_backup(
-            schedule_settings(repository, orthanc, tmp_path / "state"), service.task
+        auscat_scheduled_backup.take_backup(
+            backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls)
         )
-    assert service.calls == [(f"{STACK}_orthanc", "healthy")]
+    assert "stop" not in [call[1] for call in calls if call[0] == ORTHANC_SERVICE]
 
 
-def test_scheduled_backup_does_nothing_while_another_backup_holds_the_lock(tmp_path: Path) -> None:
+def test_forget_prunes_only_once_every_prune_days(repository: Repository, tmp_path: Path) -> None:
+    pruned = tmp_path / "pruned"
+    assert auscat_backup.forget(repository, 7, 4, 6, 7, pruned)["pruned"], "no prune recorded: prune now"
+    recorded = pruned.read_text()
+    assert not auscat_backup.forget(repository, 7, 4, 6, 7, pruned)["pruned"]
+    assert pruned.read_text() == recorded
+    week_ago = time.time() - 7 * 86400 - 1
+    pruned.write_text(f"{week_ago}\n")
+    assert auscat_backup.forget(repository, 7, 4, 6, 7, pruned)["pruned"]
+    assert auscat_backup.forget(repository, 7, 4, 6, 0, pruned)["pruned"], "prune_days 0: at every backup"
+
+
+def test_whole_backup_does_nothing_while_another_backup_holds_the_lock(tmp_path: Path) -> None:
     with (
         auscat_backup.backup_lock(tmp_path, "held by the test"),
-        pytest.raises(BackupError, match="another scheduled backup of stack unit"),
+        pytest.raises(BackupError, match="another backup of stack unit"),
         auscat_scheduled_backup.exclusive(tmp_path, STACK),
     ):
         pytest.fail("the second backup ran")
 
 
-def test_playbook_backup_refuses_to_start_during_a_scheduled_one(initialised: Initialised, tmp_path: Path) -> None:
+def test_upgrades_storage_pass_refuses_to_start_during_a_whole_backup(initialised: Initialised, tmp_path: Path) -> None:
     state = tmp_path / "state" / "unit-20261201T030000Z.names"
     common = ["--repository", initialised.repo.url, "--password-file", str(initialised.repo.password_file)]
     args = [
@@ -790,10 +837,10 @@ def test_playbook_backup_refuses_to_start_during_a_scheduled_one(initialised: In
     ]
     with auscat_scheduled_backup.exclusive(state.parent, STACK), contextlib.redirect_stdout(io.StringIO()) as out:
         assert auscat_backup.main(args) == 1
-    assert "a scheduled backup of stack unit is running" in json.loads(out.getvalue())["error"]
+    assert "another backup of stack unit is running" in json.loads(out.getvalue())["error"]
 
 
-def test_scheduled_backup_waits_for_a_playbook_backup_under_way_but_not_a_stale_one(tmp_path: Path) -> None:
+def test_whole_backup_waits_for_an_upgrades_backup_under_way_and_removes_a_stale_one(tmp_path: Path) -> None:
     working = tmp_path / "unit-20261201T010000Z.names"
     working.write_text("", encoding="utf-8")
     with (
@@ -801,13 +848,14 @@ def test_scheduled_backup_waits_for_a_playbook_backup_under_way_but_not_a_stale_
         auscat_scheduled_backup.exclusive(tmp_path, STACK),
     ):
         pytest.fail("ran beside a backup under way")
-    stale = time.time() - (auscat_scheduled_backup.STALE_HOURS + 1) * 3600
+    stale = time.time() - (auscat_scheduled_backup.STALE_MINUTES + 1) * 60
     os.utime(working, (stale, stale))
     with auscat_scheduled_backup.exclusive(tmp_path, STACK):
         pass
+    assert not working.exists(), "the working file an interrupted backup left was kept"
 
 
-def test_scheduled_backup_names_the_settings_file_and_what_it_lacks(tmp_path: Path) -> None:
+def test_whole_backup_names_the_settings_file_and_what_it_lacks(tmp_path: Path) -> None:
     settings = tmp_path / "schedule.json"
     with pytest.raises(auscat_scheduled_backup.ScheduleError, match=f"{settings}: cannot read"):
         auscat_scheduled_backup.read_settings(settings)

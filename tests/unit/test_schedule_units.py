@@ -63,7 +63,7 @@ def test_timer_fires_at_the_scheduled_time_and_runs_the_scheduled_backup(
     assert "\nPersistent=true\n" in timer.read_text()
     assert (
         "\nExecStart=/usr/bin/python3 /usr/local/lib/auscat/auscat_scheduled_backup.py"
-        " --config /var/lib/auscat/lifecycle/auscat/schedule.json\n" in service.read_text()
+        " --config /var/lib/auscat/lifecycle/auscat/backup.json\n" in service.read_text()
     )
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

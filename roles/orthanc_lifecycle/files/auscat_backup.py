@@ -7,7 +7,7 @@
     auscat_backup.py COMMON index-sqlite --data-dir DIR --backup-id ID --state FILE
     auscat_backup.py COMMON index-postgresql --container ID --data-dir DIR --backup-id ID --state FILE
     auscat_backup.py COMMON manifest --backup-id ID --manifest FILE
-    auscat_backup.py COMMON forget --keep-daily N --keep-weekly N --keep-monthly N
+    auscat_backup.py COMMON forget --keep-daily N --keep-weekly N --keep-monthly N [--prune-days N --pruned FILE]
     auscat_backup.py COMMON check
     auscat_backup.py COMMON list
     auscat_backup.py COMMON restore --backup-id ID|latest --target DIR
@@ -52,7 +52,7 @@ from typing import IO, Any
 
 INDEX_FILES = ("index", "index-wal")
 MANIFEST_NAME = "auscat-manifest.json"
-# Held by a scheduled backup (auscat_scheduled_backup.py) for its whole run, in the stack's state directory.
+# Held by a whole backup (auscat_scheduled_backup.py) for its whole run, in the stack's state directory.
 LOCK_NAME = "backup.lock"
 DUMP_NAME = "postgresql.sql"
 # Inside the data directory (on its filesystem, so that files can be hard-linked), root's only: what
@@ -82,7 +82,8 @@ PG_INVENTORY = (
     "COPY (SELECT r.resourcetype, r.publicid, a.uncompressedhash FROM resources r"
     " LEFT JOIN attachedfiles a ON a.id = r.internalid AND a.filetype = 1) TO STDOUT"  # 1: DICOM_ATTACHMENT
 )
-SERVICE_LABEL = "com.docker.swarm.service.name"
+# Seconds the PostgreSQL inventory waits for a healthy task of the index's service.
+INVENTORY_WAIT_SECONDS = 30
 # The dump carries no owners: what it creates must belong to the role Orthanc connects as.
 LOAD_AS_ORTHANC = ["-c", "SET ROLE orthanc", "-f", "-"]
 
@@ -603,8 +604,12 @@ def backups(repo: Repository) -> list[dict[str, Any]]:
     return sorted(found, key=lambda item: moment(item["time"]))
 
 
-def forget(repo: Repository, daily: int, weekly: int, monthly: int) -> dict[str, Any]:
-    """Keep the manifests restic's policy keeps, and every part of those backups; prune the rest."""
+def forget(
+    repo: Repository, daily: int, weekly: int, monthly: int, prune_days: int = 0, pruned: Path | None = None
+) -> dict[str, Any]:
+    """Keep the manifests restic's policy keeps, and every part of those backups; forget the rest. The
+    space of forgotten snapshots is reclaimed (restic prune, whose cost grows with the repository) when
+    the last prune recorded in PRUNED is PRUNE_DAYS old or more, or none is recorded."""
     policy = ["--keep-daily", str(daily), "--keep-weekly", str(weekly), "--keep-monthly", str(monthly)]
     groups = json.loads(
         repo.run(
@@ -634,8 +639,23 @@ def forget(repo: Repository, daily: int, weekly: int, monthly: int) -> dict[str,
     ]
     if removed:
         repo.run(["forget", *removed])
+    prune = prune_due(pruned, prune_days)
+    if prune:
         repo.run(["prune", "--max-unused", "10%"])
-    return {"kept_backups": sorted(kept), "removed_snapshots": len(removed)}
+        if pruned is not None:
+            pruned.write_text(f"{time.time()}\n", encoding="utf-8")
+    return {"kept_backups": sorted(kept), "removed_snapshots": len(removed), "pruned": prune}
+
+
+def prune_due(pruned: Path | None, prune_days: int) -> bool:
+    """Whether the last prune, recorded in PRUNED (seconds since the epoch), is PRUNE_DAYS old or more."""
+    if pruned is None or prune_days <= 0:
+        return True
+    try:
+        last = float(pruned.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return time.time() - last >= prune_days * 86400
 
 
 def check(repo: Repository) -> dict[str, Any]:
@@ -690,30 +710,6 @@ def load_postgresql(container: str, dump: Path) -> dict[str, Any]:
     return {"loaded": str(dump)}
 
 
-def healthy_container(service: str) -> str:
-    """The one healthy container of a Swarm service on this host."""
-    result = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            f"label={SERVICE_LABEL}={service}",
-            "--filter",
-            "health=healthy",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    found = result.stdout.split()
-    if result.returncode != 0 or len(found) != 1:
-        detail = result.stderr.strip() or f"{len(found)} healthy containers"
-        raise BackupError(f"no single healthy container of service {service} on this host ({detail})")
-    return found[0]
-
-
 def index_of_rows(rows: Iterable[str]) -> Index:
     """The Index of PG_INVENTORY's rows (level, public ID, DICOM MD5 or \\N)."""
     index = Index()
@@ -728,7 +724,7 @@ def index_of_rows(rows: Iterable[str]) -> Index:
 
 def query_postgresql(service: str, copy: str) -> list[str]:
     """The rows a COPY ... TO STDOUT prints in the PostgreSQL index of a Swarm service, while Orthanc runs."""
-    container = healthy_container(service)
+    container = OrthancService(service, INVENTORY_WAIT_SECONDS).healthy().container
     result = subprocess.run(
         ["docker", "exec", container, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", PG_DSN, "-c", copy],
         capture_output=True,
@@ -746,34 +742,66 @@ def inventory_postgresql(service: str) -> dict[str, Any]:
     return index_of_rows(query_postgresql(service, PG_INVENTORY)).inventory()
 
 
+class OrthancService:
+    """A Swarm service of the stack, driven by the orthanc_service module's code (installed beside this file)."""
+
+    def __init__(self, name: str, timeout: int) -> None:
+        from orthanc_service import Swarm
+
+        self.name = name
+        self.timeout = timeout
+        self.swarm = Swarm("docker", docker)
+
+    def _task(self, state: str, poll_seconds: float = 1.0) -> Any:
+        from orthanc_service import ServiceError, ServiceTask
+
+        try:
+            return ServiceTask(self.swarm, self.name, self.timeout, poll_seconds=poll_seconds).run(state)
+        except ServiceError as error:
+            raise BackupError(str(error)) from error
+
+    def healthy(self) -> Any:
+        """The service's one healthy task (container, image), once Swarm has one."""
+        return self._task("healthy")
+
+    def stop(self) -> None:
+        """Scaled to no task, returning as soon as its container is gone (polled every 0.1 s)."""
+        self._task("stopped", poll_seconds=0.1)
+
+    def start(self) -> None:
+        """Scaled to one task again, not awaited: healthy() waits."""
+        from orthanc_service import ServiceError
+
+        try:
+            self.swarm.scale(self.name, 1)
+        except ServiceError as error:
+            raise BackupError(str(error)) from error
+
+
+def docker(argv: list[str]) -> tuple[int, str, str]:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return result.returncode, result.stdout, result.stderr
+
+
+def deploy(stack: str, stack_file: Path) -> None:
+    rc, out, err = docker(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(stack_file), stack])
+    if rc != 0:
+        raise BackupError(f"docker stack deploy -c {stack_file} {stack} failed: {(err or out).strip()}")
+
+
 def offline_sqlite_service(
     data_dir: Path, state: Path, service: str, stack: str, stack_file: Path | None, timeout: int
 ) -> dict[str, Any]:
-    """offline_sqlite on the Swarm service, driven by the orthanc_service module's code (installed beside this
-    file): stopped, then scaled to 1 again or, with STACK_FILE, the stack deployed from it."""
-    from orthanc_service import ServiceError, ServiceTask, Swarm
-
-    def docker(argv: list[str]) -> tuple[int, str, str]:
-        result = subprocess.run(argv, capture_output=True, text=True, check=False)
-        return result.returncode, result.stdout, result.stderr
-
-    swarm = Swarm("docker", docker)
-
-    def deploy(path: Path) -> None:
-        rc, out, err = docker(["docker", "stack", "deploy", "--resolve-image", "never", "-c", str(path), stack])
-        if rc != 0:
-            raise BackupError(f"docker stack deploy -c {path} {stack} failed: {(err or out).strip()}")
-
-    try:
-        return offline_sqlite(
-            data_dir,
-            state,
-            stop=lambda: ServiceTask(swarm, service, timeout, poll_seconds=0.1).run("stopped"),
-            resume=lambda: swarm.scale(service, 1),
-            start=(lambda: deploy(stack_file)) if stack_file else None,
-        )
-    except ServiceError as error:
-        raise BackupError(str(error)) from error
+    """offline_sqlite on the Swarm service: stopped, then scaled to 1 again or, with STACK_FILE, the stack
+    deployed from it."""
+    orthanc = OrthancService(service, timeout)
+    return offline_sqlite(
+        data_dir,
+        state,
+        stop=orthanc.stop,
+        resume=orthanc.start,
+        start=(lambda: deploy(stack, stack_file)) if stack_file else None,
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -803,6 +831,8 @@ def parser() -> argparse.ArgumentParser:
     policy = sub.add_parser("forget")
     for keep in ("daily", "weekly", "monthly"):
         policy.add_argument(f"--keep-{keep}", type=int, required=True)
+    policy.add_argument("--prune-days", type=int, default=0, help="prune when the last prune is this old (0: always)")
+    policy.add_argument("--pruned", type=Path, help="where the time of the last prune is recorded")
     sub.add_parser("check")
     sub.add_parser("list")
     restored = sub.add_parser("restore")
@@ -830,7 +860,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "init":
         return init(repo)
     if args.command == "storage":
-        with backup_lock(args.state.parent, f"a scheduled backup of stack {args.stack} is running; try again later"):
+        with backup_lock(args.state.parent, f"another backup of stack {args.stack} is running; try again later"):
             return storage_pass(repo, args.data_dir, args.backup_id, args.state)
     if args.command == "index-sqlite":
         return index_sqlite(repo, args.data_dir, args.backup_id, args.state)
@@ -839,7 +869,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command == "manifest":
         return store_manifest(repo, args.backup_id, args.manifest)
     if args.command == "forget":
-        return forget(repo, args.keep_daily, args.keep_weekly, args.keep_monthly)
+        return forget(repo, args.keep_daily, args.keep_weekly, args.keep_monthly, args.prune_days, args.pruned)
     if args.command == "check":
         return check(repo)
     if args.command == "list":

@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
-"""The scheduled backup of one AusCAT Orthanc stack, run by its systemd timer or cron entry.
+"""One whole backup of an AusCAT Orthanc stack: run by playbooks/backup.yml, by the schedule's
+systemd timer and by its cron entry.
 
-    auscat_scheduled_backup.py --config /var/lib/auscat/lifecycle/<stack>/schedule.json
+    auscat_scheduled_backup.py --config /var/lib/auscat/lifecycle/<stack>/backup.json [--by playbook]
 
-The steps of playbooks/backup.yml, with the settings the role wrote at rollout (schedule.json, root
-only; it names the password file, never the password): the storage files copied while Orthanc runs;
-with SQLite, Orthanc stopped only while the index is copied beside the data and the files that
-arrived meanwhile are hard-linked there, then started again whatever happened, and that stage backed
-up while it serves; with PostgreSQL, the index dumped while Orthanc runs. Then the
-manifest, restic check and the retention policy. The helpers beside this file do the work
-(auscat_backup.py for restic, orthanc_service.py for the Swarm service), so a scheduled backup and
-one taken by the playbook are the same backup.
+With the settings the role wrote (backup.json, root only; it names the password file, never the
+password), in one process: the storage files copied while Orthanc runs; with SQLite, Orthanc stopped
+only while the index is copied beside the data and the files that arrived meanwhile are hard-linked
+there, then started again whatever happened, and that stage backed up while it starts; with
+PostgreSQL, the index dumped while Orthanc runs. HTTP availability is watched over the final step (the
+orthanc_availability module's poller), so the manifest records the measured unavailability. Then the
+manifest, restic check and the retention policy (a prune once every prune_days). The helpers beside
+this file do the work (auscat_backup.py for restic, orthanc_service.py for the Swarm service,
+orthanc_availability.py for the watch), so every backup is the same backup.
 
 Only one backup of a stack runs at a time: a run finding another one in progress (its lock held, or
-a playbook's working file younger than STALE_HOURS) stops without touching anything. Progress goes
+an upgrade's working file younger than STALE_MINUTES) stops without touching anything. Progress goes
 to stderr, the result (the manifest, or the error) to stdout as one JSON object and to last.json in
 the stack's state directory, for the operator and for monitoring.
 """
@@ -30,13 +32,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import auscat_backup as backup
-from orthanc_service import ServiceError, ServiceTask, Swarm
 
 LAST_NAME = "last.json"
-STALE_HOURS = 12
+PRUNED_NAME = "pruned"
+# An upgrade's backup keeps its working file from the end of its storage pass until it is recorded,
+# minutes after; one older than this was left by an interrupted backup.
+STALE_MINUTES = 60
 SETTINGS = (
     "stack",
     "repository",
@@ -46,12 +50,56 @@ SETTINGS = (
     "index_backend",
     "service",
     "postgresql_service",
+    "url",
     "keep_daily",
     "keep_weekly",
     "keep_monthly",
+    "prune_days",
     "check",
     "health_timeout",
 )
+
+
+class Service(Protocol):
+    """A Swarm service as the backup drives it (auscat_backup.OrthancService)."""
+
+    def healthy(self) -> Any: ...
+
+    def stop(self) -> None: ...
+
+    def start(self) -> None: ...
+
+
+class Watch(Protocol):
+    """HTTP availability watched over the final step (AvailabilityWatch)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, Any]: ...
+
+
+class AvailabilityWatch:
+    """The orthanc_availability module's poller (installed beside this file), started and stopped here."""
+
+    def __init__(self, stack: str, url: str, max_seconds: int) -> None:
+        import orthanc_availability
+
+        self.module = orthanc_availability
+        self.files = orthanc_availability.WatchFiles.of(Path("/run"), f"{stack}-backup")
+        self.url = url
+        self.max_seconds = max_seconds
+
+    def start(self) -> None:
+        try:
+            self.module.start_watch(self.files, self.url, max_seconds=self.max_seconds)
+        except self.module.WatchError as error:
+            raise backup.BackupError(str(error)) from error
+
+    def stop(self) -> dict[str, Any]:
+        try:
+            return self.module.stop_watch(self.files)
+        except self.module.WatchError as error:
+            raise backup.BackupError(str(error)) from error
 
 
 class ScheduleError(Exception):
@@ -75,14 +123,18 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def exclusive(state_dir: Path, stack: str) -> Iterator[None]:
-    """Hold the stack's backup lock; refuse when another backup of the stack is under way."""
-    with backup.backup_lock(state_dir, f"another scheduled backup of stack {stack} is running; this run did nothing"):
-        cutoff = time.time() - STALE_HOURS * 3600
-        busy = [path for path in state_dir.glob("*.names") if path.stat().st_mtime > cutoff]
-        if busy:
-            raise ScheduleError(
-                f"a backup of stack {stack} is under way ({busy[0]} is its working file); this run did nothing"
-            )
+    """Hold the stack's backup lock; refuse when an upgrade's backup of the stack is under way. Working
+    files an interrupted backup left are removed."""
+    with backup.backup_lock(state_dir, f"another backup of stack {stack} is running; this run did nothing"):
+        cutoff = time.time() - STALE_MINUTES * 60
+        for working in state_dir.glob("*.names"):
+            if working.stat().st_mtime > cutoff:
+                raise ScheduleError(
+                    f"an upgrade's backup of stack {stack} is under way ({working} is its working file, "
+                    f"ignored once {STALE_MINUTES} min old); this run did nothing"
+                )
+            for path in (working, working.with_suffix(".files"), backup.since_file(working)):
+                path.unlink(missing_ok=True)
         yield
 
 
@@ -90,39 +142,44 @@ def say(message: str) -> None:
     print(f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%SZ} {message}", file=sys.stderr, flush=True)
 
 
-def docker(argv: list[str]) -> tuple[int, str, str]:
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    return result.returncode, result.stdout, result.stderr
-
-
 def copy(
     repo: backup.Repository,
     settings: dict[str, Any],
     backup_id: str,
     state: Path,
-    service_task: Callable[[str], ServiceTask],
-    clock: Callable[[], float],
-) -> tuple[dict[str, Any], dict[str, Any], float]:
-    """The storage pass while Orthanc runs, then the index: (storage result, index result, seconds stopped)."""
+    service: Callable[[str], Service],
+    watch: Watch,
+    then: Callable[[], object],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The storage pass while Orthanc runs, then the index, then THEN (with SQLite while Orthanc starts
+    again): (storage result, index result, availability watched over the final step)."""
     data_dir = Path(settings["data_dir"])
-    say(f"backup {backup_id}: copying the storage files while Orthanc runs")
+    say(f"copying the storage files while Orthanc runs (backup {backup_id})")
     storage = backup.storage_pass(repo, data_dir, backup_id, state)
-    if settings["index_backend"] == "postgresql":
-        say(f"backup {backup_id}: {storage['files_new']} new files; dumping the PostgreSQL index")
-        postgresql = service_task(settings["postgresql_service"]).run("healthy")
-        return storage, backup.index_postgresql(repo, postgresql.container, data_dir, backup_id, state), 0.0
-    say(f"backup {backup_id}: {storage['files_new']} new files; stopping Orthanc to stage the index")
-    stopped_at = clock()
-    # Started again (and awaited healthy) whether or not the stage could be made.
-    backup.offline_sqlite(
-        data_dir,
-        state,
-        stop=lambda: service_task(settings["service"]).run("stopped"),
-        resume=lambda: service_task(settings["service"]).run("started"),
-    )
-    downtime = clock() - stopped_at
-    say(f"backup {backup_id}: Orthanc healthy again after {downtime:.1f} s; copying the staged index")
-    return storage, backup.index_sqlite(repo, data_dir, backup_id, state), downtime
+    say(f"{storage['files_new']} new storage files copied in {storage['seconds']} s")
+    watch.start()
+    try:
+        if settings["index_backend"] == "postgresql":
+            say("dumping the PostgreSQL index while Orthanc runs")
+            postgresql = service(settings["postgresql_service"]).healthy()
+            index = backup.index_postgresql(repo, postgresql.container, data_dir, backup_id, state)
+            then()
+        else:
+            orthanc = service(settings["service"])
+            say("stopping Orthanc to stage the index")
+            try:
+                # Started again, not awaited, whether or not the stage could be made; the stage is
+                # backed up while Orthanc starts.
+                staged = backup.offline_sqlite(data_dir, state, stop=orthanc.stop, resume=orthanc.start)
+                say(f"Orthanc starting again, {staged['stopped_seconds']} s after it was told to stop")
+                index = backup.index_sqlite(repo, data_dir, backup_id, state)
+                then()
+            finally:
+                orthanc.healthy()
+    finally:
+        availability = watch.stop()
+    say(f"Orthanc serving; HTTP was unavailable for {availability['total_downtime_seconds']} s")
+    return storage, index, availability
 
 
 def manifest_of(
@@ -130,10 +187,10 @@ def manifest_of(
     backup_id: str,
     orthanc: Any,
     version: str,
-    copied: tuple[dict[str, Any], dict[str, Any], float],
+    copied: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    by: str,
 ) -> dict[str, Any]:
-    """The manifest playbooks/backup.yml writes (backup_record.yml), marked as scheduled."""
-    storage, index, downtime = copied
+    storage, index, availability = copied
     return {
         "backup": backup_id,
         "stack": settings["stack"],
@@ -142,13 +199,13 @@ def manifest_of(
         "orthanc_version": version,
         "index_backend": settings["index_backend"],
         "data_dir": settings["data_dir"],
-        "downtime_seconds": round(downtime, 2),
+        "downtime_seconds": availability["total_downtime_seconds"],
         "inventory": {key: index[key] for key in ("patients", "studies", "series", "instances", "listed", "digest")},
         "late_files": index["late_files"],
         "index_entries_without_file": index["index_entries_without_file"],
         "snapshots": {"storage": storage["snapshot"], "index": index["snapshot"], "late": index.get("late_snapshot")},
         "storage_pass": {key: storage[key] for key in ("files_new", "files_unmodified", "bytes_added", "seconds")},
-        "scheduled": True,
+        "by": by,
     }
 
 
@@ -158,44 +215,59 @@ def orthanc_version(container: str) -> str:
     return lines[0].removeprefix("Orthanc").strip() if result.returncode == 0 and lines else ""
 
 
-def scheduled_backup(
-    settings: dict[str, Any],
-    service_task: Callable[[str], ServiceTask],
-    clock: Callable[[], float] = time.monotonic,
+def take_backup(
+    settings: dict[str, Any], service: Callable[[str], Service], watch: Watch, by: str = "schedule"
 ) -> dict[str, Any]:
-    """One backup as playbooks/backup.yml takes it; returns its manifest."""
+    """One backup; returns its manifest."""
     state_dir = Path(settings["state_dir"])
     repo = backup.Repository(
         settings["repository"], Path(settings["password_file"]), settings["stack"], state_dir / "cache"
     )
     if not repo.password_file.is_file():
         raise ScheduleError(f"{repo.password_file}: the repository password file does not exist")
-    backup.init(repo)
-    orthanc = service_task(settings["service"]).run("healthy")
+    if backup.init(repo)["created"]:
+        say(f"created the repository {repo.url}")
+    orthanc = service(settings["service"]).healthy()
     version = orthanc_version(orthanc.container)
     backup_id = f"{settings['stack']}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
     state = state_dir / f"{backup_id}.names"
+
+    def check() -> None:
+        # Before the manifest, which makes the backup complete: a backup failing check is never restored.
+        if settings["check"]:
+            say("restic check")
+            backup.check(repo)
+
     try:
-        copied = copy(repo, settings, backup_id, state, service_task, clock)
-        manifest = manifest_of(settings, backup_id, orthanc, version, copied)
+        copied = copy(repo, settings, backup_id, state, service, watch, check)
+        manifest = manifest_of(settings, backup_id, orthanc, version, copied, by)
         written = state_dir / "manifest.json"
         written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         backup.store_manifest(repo, backup_id, written)
     finally:
         for path in (state, state.with_suffix(".files"), backup.since_file(state)):
             path.unlink(missing_ok=True)
-    if settings["check"]:
-        say(f"backup {backup_id}: restic check")
-        backup.check(repo)
-    kept = backup.forget(repo, settings["keep_daily"], settings["keep_weekly"], settings["keep_monthly"])
+    kept = backup.forget(
+        repo,
+        settings["keep_daily"],
+        settings["keep_weekly"],
+        settings["keep_monthly"],
+        int(settings["prune_days"]),
+        state_dir / PRUNED_NAME,
+    )
     instances = manifest["inventory"]["instances"]
-    say(f"backup {backup_id}: done, {instances} instances, {len(kept['kept_backups'])} backups kept")
+    pruned = "; repository pruned" if kept["pruned"] else ""
+    say(
+        f"backup {backup_id} done: {instances} instances, {len(kept['kept_backups'])} backups kept, "
+        f"{kept['removed_snapshots']} snapshots forgotten{pruned}"
+    )
     return manifest
 
 
 def main(argv: list[str]) -> int:
     options = argparse.ArgumentParser(prog="auscat-scheduled-backup", description=__doc__.splitlines()[0])
-    options.add_argument("--config", type=Path, required=True, help="the schedule's settings (schedule.json)")
+    options.add_argument("--config", type=Path, required=True, help="the backup's settings (backup.json)")
+    options.add_argument("--by", choices=("schedule", "playbook"), default="schedule", help="what runs the backup")
     args = options.parse_args(argv)
     os.umask(0o077)
     started = datetime.datetime.now(datetime.UTC).isoformat()
@@ -204,12 +276,16 @@ def main(argv: list[str]) -> int:
         settings = read_settings(args.config)
         last = Path(settings["state_dir"]) / LAST_NAME
 
-        def service_task(name: str) -> ServiceTask:
-            return ServiceTask(Swarm("docker", docker), name, int(settings["health_timeout"]))
+        timeout = int(settings["health_timeout"])
 
+        def service(name: str) -> Service:
+            return backup.OrthancService(name, timeout)
+
+        watch = AvailabilityWatch(settings["stack"], settings["url"], timeout * 3)
         with exclusive(Path(settings["state_dir"]), settings["stack"]):
-            result = {"started": started, "ok": True, "manifest": scheduled_backup(settings, service_task)}
-    except (ScheduleError, backup.BackupError, ServiceError, OSError) as error:
+            manifest = take_backup(settings, service, watch, args.by)
+            result = {"started": started, "ok": True, "manifest": manifest}
+    except (ScheduleError, backup.BackupError, OSError) as error:
         result = {"started": started, "ok": False, "error": str(error)}
         say(f"backup failed: {error}")
     result["finished"] = datetime.datetime.now(datetime.UTC).isoformat()
