@@ -799,6 +799,26 @@ def test_whole_backup_refuses_before_stopping_orthanc_without_an_index(repositor
     assert "stop" not in [call[1] for call in calls if call[0] == ORTHANC_SERVICE]
 
 
+def test_whole_backup_failing_restic_check_is_never_complete(
+    repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    orthanc = FakeOrthanc(tmp_path / "data")
+    calls: list[tuple[str, str, bool]] = []
+
+    def damaged(repo: Repository) -> dict[str, Any]:
+        raise BackupError(f"restic check failed for {repo.url}: pack 0123 damaged")
+
+    monkeypatch.setattr(auscat_backup, "check", damaged)
+    with pytest.raises(BackupError, match="pack 0123 damaged"):
+        auscat_scheduled_backup.take_backup(
+            backup_settings(repository, orthanc, tmp_path / "state"),
+            RecordedService(calls, orthanc).task,
+            RecordedWatch(calls),
+        )
+    assert auscat_backup.backups(repository) == [], "a backup that failed restic check got its manifest"
+    assert calls[-2:] == [(ORTHANC_SERVICE, "healthy", False), ("watch", "stop", False)]
+
+
 def test_forget_prunes_only_once_every_prune_days(repository: Repository, tmp_path: Path) -> None:
     pruned = tmp_path / "pruned"
     assert auscat_backup.forget(repository, 7, 4, 6, 7, pruned)["pruned"], "no prune recorded: prune now"

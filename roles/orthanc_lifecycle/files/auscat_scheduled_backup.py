@@ -8,9 +8,10 @@ With the settings the role wrote (backup.json, root only; it names the password 
 password), in one process: the storage files copied while Orthanc runs; with SQLite, Orthanc stopped
 only while the index is copied beside the data and the files that arrived meanwhile are hard-linked
 there, then started again whatever happened, and that stage backed up while it starts; with
-PostgreSQL, the index dumped while Orthanc runs. HTTP availability is watched over the final step (the
+PostgreSQL, the index dumped while Orthanc runs. restic check runs meanwhile, before the manifest
+that makes the backup complete. HTTP availability is watched over that final step (the
 orthanc_availability module's poller), so the manifest records the measured unavailability. Then the
-manifest, restic check and the retention policy (a prune once every prune_days). The helpers beside
+retention policy (restic forget; prune once every prune_days). The helpers beside
 this file do the work (auscat_backup.py for restic, orthanc_service.py for the Swarm service,
 orthanc_availability.py for the watch), so every backup is the same backup.
 
@@ -103,7 +104,7 @@ class AvailabilityWatch:
 
 
 class ScheduleError(Exception):
-    """A reason the scheduled backup did not run, or stopped."""
+    """A reason the backup did not run, or stopped."""
 
 
 def read_settings(path: Path) -> dict[str, Any]:
