@@ -724,7 +724,7 @@ def index_of_rows(rows: Iterable[str]) -> Index:
 
 def query_postgresql(service: str, copy: str) -> list[str]:
     """The rows a COPY ... TO STDOUT prints in the PostgreSQL index of a Swarm service, while Orthanc runs."""
-    container = OrthancService(service, INVENTORY_WAIT_SECONDS).healthy().container
+    container = StackService(service, INVENTORY_WAIT_SECONDS).healthy().container
     result = subprocess.run(
         ["docker", "exec", container, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", PG_DSN, "-c", copy],
         capture_output=True,
@@ -742,7 +742,7 @@ def inventory_postgresql(service: str) -> dict[str, Any]:
     return index_of_rows(query_postgresql(service, PG_INVENTORY)).inventory()
 
 
-class OrthancService:
+class StackService:
     """A Swarm service of the stack, driven by the orthanc_service module's code (installed beside this file)."""
 
     def __init__(self, name: str, timeout: int) -> None:
@@ -794,7 +794,7 @@ def offline_sqlite_service(
 ) -> dict[str, Any]:
     """offline_sqlite on the Swarm service: stopped, then scaled to 1 again or, with STACK_FILE, the stack
     deployed from it."""
-    orthanc = OrthancService(service, timeout)
+    orthanc = StackService(service, timeout)
     return offline_sqlite(
         data_dir,
         state,

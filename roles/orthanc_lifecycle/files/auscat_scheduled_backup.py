@@ -62,7 +62,7 @@ SETTINGS = (
 
 
 class Service(Protocol):
-    """A Swarm service as the backup drives it (auscat_backup.OrthancService)."""
+    """A Swarm service as the backup drives it (auscat_backup.StackService)."""
 
     def healthy(self) -> Any: ...
 
@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
         timeout = int(settings["health_timeout"])
 
         def service(name: str) -> Service:
-            return backup.OrthancService(name, timeout)
+            return backup.StackService(name, timeout)
 
         watch = AvailabilityWatch(settings["stack"], settings["url"], timeout * 3)
         with exclusive(Path(settings["state_dir"]), settings["stack"]):
