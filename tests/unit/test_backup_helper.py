@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "roles" / "orthanc_
 
 import auscat_backup
 import auscat_scheduled_backup
+import orthanc_availability
 from auscat_backup import BackupError, Repository
 
 STACK = "unit"
@@ -166,6 +170,12 @@ class FakeOrthanc:
 
     def stored_names(self) -> set[str]:
         return {attachment.uuid for attachment in self.attachments if self.stored_path(attachment.uuid).is_file()}
+
+    def written_an_hour_ago(self) -> None:
+        """The stored files as an archive has them: written well before a backup begins."""
+        an_hour_ago = time.time() - 3600
+        for name in self.stored_names():
+            os.utime(self.stored_path(name), (an_hour_ago, an_hour_ago))
 
     def digest(self) -> str:
         """sha256 over the sorted "publicId md5" lines of the instances, from what was written."""
@@ -341,6 +351,7 @@ def sqlite_backup(initialised: Initialised, tmp_path_factory: pytest.TempPathFac
     root = tmp_path_factory.mktemp("sqlite-backup")
     repo = copy_repository(initialised.repo, root)
     orthanc = FakeOrthanc(root / "data")
+    orthanc.written_an_hour_ago()
     state = root / "state" / "backup.names"
     stored = orthanc.stored_names()
     storage = auscat_backup.storage_pass(repo, orthanc.root, BACKUP_ID, state)
@@ -367,6 +378,7 @@ def irregular_backup(initialised: Initialised, tmp_path_factory: pytest.TempPath
     root = tmp_path_factory.mktemp("irregular-backup")
     repo = copy_repository(initialised.repo, root)
     orthanc = FakeOrthanc(root / "data", instances=1)
+    orthanc.written_an_hour_ago()
     state = root / "state" / "backup.names"
     name, content = str(uuid.uuid4()), os.urandom(orthanc.size)
     orthanc.write(name, content[: len(content) // 2])
@@ -408,8 +420,9 @@ def test_check_of_a_missing_repository_names_the_repository(restic: str, tmp_pat
 
 
 def test_storage_pass_records_the_names_it_copied_in_the_state_file(sqlite_backup: SqliteBackup) -> None:
-    lines = sqlite_backup.state.read_text(encoding="utf-8").splitlines()
-    assert [line.split()[0] for line in lines] == sorted(sqlite_backup.stored_during_pass)
+    recorded = dict(line.split() for line in sqlite_backup.state.read_text(encoding="utf-8").splitlines())
+    assert sorted(recorded) == sorted(sqlite_backup.stored_during_pass)
+    assert set(recorded.values()) == {"new"}, "the first pass reads every file"
 
 
 def test_storage_pass_leaves_the_index_to_the_index_step(sqlite_backup: SqliteBackup) -> None:
@@ -480,6 +493,7 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
     repository: Repository, tmp_path: Path
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data", instances=2)
+    orthanc.written_an_hour_ago()
     state = tmp_path / "state" / "backup.names"
     auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
     late = orthanc.add_instance()
@@ -487,7 +501,7 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
     before = metadata_under(orthanc.root)
     content = orthanc.stored_path(late.uuid).read_bytes()
     staged = offline(orthanc.root, state)
-    assert staged["instances"] == 3
+    assert auscat_backup.read_sqlite(Path(staged["stage"])).inventory()["instances"] == 3
     orthanc.stored_path(late.uuid).unlink()  # Orthanc, started again, deletes the instance
     index = auscat_backup.index_sqlite(repository, orthanc.root, BACKUP_ID, state)
     assert (index["late_files"], index["index_entries_without_file"]) == (1, [])
@@ -509,9 +523,7 @@ def test_offline_step_links_only_the_files_written_since_the_storage_pass_began(
     repository: Repository, tmp_path: Path
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data", instances=2)
-    an_hour_ago = time.time() - 3600
-    for name in orthanc.stored_names():  # stored long before; their directories are new all the same
-        os.utime(orthanc.stored_path(name), (an_hour_ago, an_hour_ago))
+    orthanc.written_an_hour_ago()  # their directories are new all the same
     state = tmp_path / "state" / "backup.names"
     auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
     late = orthanc.add_instance()
@@ -531,7 +543,7 @@ def test_offline_step_stops_stages_and_starts_the_target_when_given_one(tmp_path
     staged = offline(orthanc.root, state, calls, target=True)
     assert calls == ["stop", "start target"]
     assert staged["linked_files"] == 2  # the instance's and the series' files, in directories new to the pass
-    assert staged["digest"] == orthanc.digest()
+    assert auscat_backup.read_sqlite(Path(staged["stage"])).inventory()["digest"] == orthanc.digest()
 
 
 def test_offline_step_stages_the_index_as_orthanc_left_it_on_stopping(tmp_path: Path) -> None:
@@ -545,7 +557,7 @@ def test_offline_step_stages_the_index_as_orthanc_left_it_on_stopping(tmp_path: 
         orthanc.root, state, stop=(orthanc.root / "index-wal").unlink, resume=lambda: None
     )
     assert sorted(path.name for path in Path(staged["stage"]).iterdir() if path.is_file()) == ["index"]
-    assert staged["digest"] == orthanc.digest()
+    assert auscat_backup.read_sqlite(Path(staged["stage"])).inventory()["digest"] == orthanc.digest()
 
 
 def test_offline_step_starts_orthanc_again_and_removes_the_stage_when_staging_fails(tmp_path: Path) -> None:
@@ -579,6 +591,28 @@ def test_second_storage_pass_of_an_unchanged_directory_adds_little(repository: R
     assert first["bytes_added"] > 4 * 65536
     assert second["bytes_added"] < first["bytes_added"] / 20
     assert second["files_new"] == 0
+    recorded = dict(line.split() for line in (tmp_path / "state" / "2.names").read_text(encoding="utf-8").splitlines())
+    assert sorted(recorded) == sorted(orthanc.stored_names())
+    assert set(recorded.values()) == {"unchanged"}
+
+
+def test_index_step_copies_again_only_the_files_written_since_the_storage_pass_began(
+    repository: Repository, tmp_path: Path
+) -> None:
+    # A first backup reads every file, long after most were written: those are not copied twice.
+    orthanc = FakeOrthanc(tmp_path / "data", instances=3)
+    orthanc.written_an_hour_ago()
+    state = tmp_path / "state" / "backup.names"
+    auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    rewritten = sorted(orthanc.stored_names())[0]  # read by the pass, then written again: perhaps read half written
+    orthanc.stored_path(rewritten).write_bytes(orthanc.stored_path(rewritten).read_bytes())
+    late = orthanc.add_instance()
+    offline(orthanc.root, state)
+    index = auscat_backup.index_sqlite(repository, orthanc.root, BACKUP_ID, state)
+    assert index["late_files"] == 2
+    names = file_names(repository, index["snapshot"])
+    assert {rewritten, late.uuid} <= names
+    assert not names & (set(orthanc.stored_names()) - {rewritten, late.uuid})
 
 
 def test_forget_keeps_every_part_of_the_newest_backup_and_a_backup_in_progress(
@@ -710,10 +744,15 @@ class RecordedService:
 @dataclass
 class RecordedWatch:
     calls: list[tuple[str, str, bool]]
+    orthanc: FakeOrthanc | None = None
     downtime: float = 1.25
 
     def start(self) -> None:
         self.calls.append(("watch", "start", False))
+
+    def serving(self) -> None:
+        staged = self.orthanc is not None and (self.orthanc.root / auscat_backup.STAGE_NAME).exists()
+        self.calls.append(("watch", "serving", staged))
 
     def stop(self) -> dict[str, Any]:
         self.calls.append(("watch", "stop", False))
@@ -750,13 +789,14 @@ def test_whole_backup_stops_orthanc_only_to_stage_the_index_and_backs_the_stage_
     calls: list[tuple[str, str, bool]] = []
     service = RecordedService(calls, orthanc)
     settings = backup_settings(repository, orthanc, tmp_path / "state")
-    manifest = auscat_scheduled_backup.take_backup(settings, service.task, RecordedWatch(calls), "playbook")
+    watch = RecordedWatch(calls, orthanc)
+    manifest = auscat_scheduled_backup.take_backup(settings, service.task, watch, "playbook")
     assert calls == [
         (ORTHANC_SERVICE, "healthy", False),
         ("watch", "start", False),
         (ORTHANC_SERVICE, "stop", False),
         (ORTHANC_SERVICE, "start", True),  # staged while stopped
-        (ORTHANC_SERVICE, "healthy", False),  # the stage backed up and removed before Orthanc is awaited
+        ("watch", "serving", False),  # the stage backed up and removed before Orthanc is awaited
         ("watch", "stop", False),
     ]
     assert manifest["downtime_seconds"] == 1.25
@@ -782,7 +822,7 @@ def test_whole_backup_starts_orthanc_again_when_the_index_copy_fails(
         auscat_scheduled_backup.take_backup(
             backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls)
         )
-    assert [call[1] for call in calls[-4:]] == ["stop", "start", "healthy", "stop"]
+    assert [call[1] for call in calls[-4:]] == ["stop", "start", "serving", "stop"]
     assert calls[-1][0] == "watch"
     assert auscat_backup.backups(repository) == []
 
@@ -816,7 +856,20 @@ def test_whole_backup_failing_restic_check_is_never_complete(
             RecordedWatch(calls),
         )
     assert auscat_backup.backups(repository) == [], "a backup that failed restic check got its manifest"
-    assert calls[-2:] == [(ORTHANC_SERVICE, "healthy", False), ("watch", "stop", False)]
+    assert calls[-2:] == [("watch", "serving", False), ("watch", "stop", False)]
+
+
+def test_whole_backup_awaits_an_http_answer_of_orthanc_started_again(tmp_path: Path) -> None:
+    watch = auscat_scheduled_backup.AvailabilityWatch(STACK, "http://127.0.0.1:1/system", timeout=0)
+    watch.files = orthanc_availability.WatchFiles.of(tmp_path, "unit-backup")
+    orthanc_availability.write_poller(watch.files.script)
+    with pytest.raises(BackupError, match=re.escape("no HTTP answer at http://127.0.0.1:1/system within 0 s")):
+        watch.serving()
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        watch.url = f"http://127.0.0.1:{server.server_address[1]}/system"
+        watch.serving()  # a 501 is an answer, as for the poller
+        server.shutdown()
 
 
 def test_forget_prunes_only_once_every_prune_days(repository: Repository, tmp_path: Path) -> None:

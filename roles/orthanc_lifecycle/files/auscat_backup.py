@@ -220,28 +220,36 @@ def backup_lock(state_dir: Path, busy: str) -> Iterator[None]:
 
 
 def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
-    """Copy the storage files while Orthanc runs; record the names the snapshot holds in STATE (one per backup)."""
+    """Copy the storage files while Orthanc runs. STATE (one per backup) records, from restic's own account
+    of the pass, every file the snapshot holds and what restic did with it: "unchanged" ones are the
+    previous snapshot's, unread; "new" and "modified" ones were read now, perhaps while Orthanc wrote them.
+    A file restic could not read is not recorded (restic exits 3), so the index step copies it."""
     state.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
     excluded = (*INDEX_FILES, "index-shm", STAGE_NAME)
     excludes = [arg for name in excluded for arg in ("--exclude", str(data_dir / name))]
-    summary = repo.backup([*excludes, str(data_dir)], backup_id, "storage")
-    # Name and size: a file Orthanc was still writing when restic read it is copied again later.
-    copied = {
-        Path(node["path"]).name: int(node.get("size", 0))
-        for node in json_lines(repo.run(["ls", "--json", summary["snapshot"]]))
-        if node.get("type") == "file"
-    }
-    state.write_text("".join(f"{name} {size}\n" for name, size in sorted(copied.items())), encoding="utf-8")
-    return {**summary, "files_in_snapshot": len(copied)}
-
-
-def json_lines(output: str) -> Iterator[dict[str, Any]]:
-    for line in output.splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
-            item = json.loads(line)
-            if isinstance(item, dict):
-                yield item
+    args = ["backup", "--json", "--verbose=2", "--host", repo.host, *repo.tags(backup_id, "storage"), *excludes]
+    files = 0
+    with tempfile.TemporaryFile() as errors, state.open("w", encoding="utf-8") as record:
+        # Streamed: one line per file, millions of them at the scale sites plan for.
+        restic = subprocess.Popen(
+            ["restic", *args, str(data_dir)], env=repo.env(), stdout=subprocess.PIPE, stderr=errors
+        )
+        if restic.stdout is None:
+            raise BackupError("restic must print into a pipe")
+        summary: dict[str, Any] = {}
+        for line in restic.stdout:
+            with contextlib.suppress(json.JSONDecodeError):
+                message = json.loads(line)
+                if message.get("message_type") == "verbose_status" and not message["item"].endswith("/"):
+                    record.write(f"{Path(message['item']).name} {message['action']}\n")
+                    files += 1
+                elif message.get("message_type") == "summary":
+                    summary = summary_of(line.decode())
+        if restic.wait() not in (0, RESTIC_INCOMPLETE) or not summary:
+            errors.seek(0)
+            raise BackupError(repo.explain("backup", errors.read().decode(errors="replace")))
+    return {**summary, "files_in_snapshot": files}
 
 
 @dataclass
@@ -300,19 +308,42 @@ def since_file(state: Path) -> Path:
     return state.with_suffix(".since")
 
 
-def late_uuids(index: Index, state: Path) -> list[str]:
-    """The UUIDs of the files the index refers to that the storage pass did not copy (or copied half written)."""
+def pass_began(state: Path) -> float:
+    """When the storage pass recorded in STATE began, less STAGE_MARGIN_SECONDS (seconds since the epoch)."""
+    try:
+        return float(since_file(state).read_text(encoding="utf-8")) - STAGE_MARGIN_SECONDS
+    except (OSError, ValueError) as error:
+        raise BackupError(f"{since_file(state)}: no record of the storage pass; run the storage step first") from error
+
+
+def late_uuids(index: Index, state: Path, written_since: Callable[[str], bool]) -> list[str]:
+    """The UUIDs of the files the index refers to that the storage pass may not hold as they are: not in its
+    snapshot, or read by it and WRITTEN_SINCE it began (perhaps half written then). A file the pass left
+    unchanged is the previous snapshot's, and unchanged since."""
     try:
         lines = state.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
-    copied = {name: int(size) for name, size in (line.split() for line in lines if line.strip())}
-    return [uuid for uuid, size in sorted(index.uuids.items()) if copied.get(uuid) != size]
+    action = dict(line.split() for line in lines if line.strip())
+    return [
+        uuid
+        for uuid in sorted(index.uuids)
+        if uuid not in action or (action[uuid] != "unchanged" and written_since(uuid))
+    ]
 
 
 def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
-    """(files the index refers to that the storage pass did not copy, UUIDs whose file is gone)."""
-    late = [(uuid, stored_path(data_dir, uuid)) for uuid in late_uuids(index, state)]
+    """While Orthanc runs (PostgreSQL): (files the index refers to that the storage pass may not hold as
+    they are, UUIDs whose file is gone)."""
+    since = pass_began(state)
+
+    def written_since(uuid: str) -> bool:
+        try:
+            return stored_path(data_dir, uuid).stat().st_mtime >= since
+        except FileNotFoundError:
+            return True
+
+    late = [(uuid, stored_path(data_dir, uuid)) for uuid in late_uuids(index, state, written_since)]
     return [path for _, path in late if path.is_file()], [uuid for uuid, path in late if not path.is_file()]
 
 
@@ -357,10 +388,7 @@ def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
     since the storage pass began, so that the index step can back them up as they are now while Orthanc
     runs (and deletes) again. Costs a copy of the index, a look at each storage directory and one at each
     file of the directories changed since (a new file changes its directory), and a link per file written."""
-    try:
-        since = float(since_file(state).read_text(encoding="utf-8")) - STAGE_MARGIN_SECONDS
-    except (OSError, ValueError) as error:
-        raise BackupError(f"{since_file(state)}: no record of the storage pass; run the storage step first") from error
+    since = pass_began(state)
     stage, staged = stage_of(data_dir)
     # Listed now: Orthanc, stopped, has folded its write-ahead log into the index and removed it.
     index_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
@@ -424,8 +452,7 @@ def offline_sqlite(
 ) -> dict[str, Any]:
     """The only step of a SQLite backup with Orthanc stopped: STOP it, stage the index (stage_sqlite), then
     START it (the target image of an upgrade; by default RESUME, the same service again). RESUME also runs
-    when the stage cannot be made. Returns the stage and the staged index's inventory, read once Orthanc
-    starts."""
+    when the stage cannot be made. Returns the stage."""
     running_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
     if data_dir / "index" not in running_files:
         raise ServingAsBefore(f"{data_dir / 'index'}: no SQLite index (is Orthanc's data directory {data_dir}?)")
@@ -452,12 +479,7 @@ def offline_sqlite(
     (start or resume)()
     stopped = clock() - stopped_at
     _, staged_dir = stage_of(data_dir)
-    return {
-        **staged,
-        "stage": str(staged_dir),
-        "stopped_seconds": round(stopped, 2),
-        **read_sqlite(staged_dir).inventory(),
-    }
+    return {**staged, "stage": str(staged_dir), "stopped_seconds": round(stopped, 2)}
 
 
 def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) -> dict[str, Any]:
@@ -465,7 +487,10 @@ def index_sqlite(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     the storage pass lacks, from their hard links in the stage. The stage is removed once backed up."""
     stage, staged = stage_of(data_dir)
     index = read_sqlite(staged)
-    present, gone = place_late_files(data_dir, staged, late_uuids(index, state))
+    # Linked while Orthanc was stopped: exactly the files written since the pass began.
+    linked = links_of(data_dir)
+    late = late_uuids(index, state, lambda uuid: (linked / uuid).is_file())
+    present, gone = place_late_files(data_dir, staged, late)
     paths = [staged / name for name in INDEX_FILES if (staged / name).exists()] + present
     listing = files_from((path.relative_to(stage) for path in paths), state)
     summary = repo.backup(["--files-from-verbatim", str(listing)], backup_id, "index", cwd=stage)
@@ -795,13 +820,15 @@ def offline_sqlite_service(
     """offline_sqlite on the Swarm service: stopped, then scaled to 1 again or, with STACK_FILE, the stack
     deployed from it."""
     orthanc = StackService(service, timeout)
-    return offline_sqlite(
+    staged = offline_sqlite(
         data_dir,
         state,
         stop=orthanc.stop,
         resume=orthanc.start,
         start=(lambda: deploy(stack, stack_file)) if stack_file else None,
     )
+    # The upgrade's inventory before the switch, read from the stage while the target starts.
+    return {**staged, **read_sqlite(Path(staged["stage"])).inventory()}
 
 
 def parser() -> argparse.ArgumentParser:

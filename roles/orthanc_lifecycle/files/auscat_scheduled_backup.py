@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import subprocess
@@ -76,25 +77,43 @@ class Watch(Protocol):
 
     def start(self) -> None: ...
 
+    def serving(self) -> None: ...
+
     def stop(self) -> dict[str, Any]: ...
 
 
 class AvailabilityWatch:
     """The orthanc_availability module's poller (installed beside this file), started and stopped here."""
 
-    def __init__(self, stack: str, url: str, max_seconds: int) -> None:
+    def __init__(self, stack: str, url: str, timeout: int) -> None:
         import orthanc_availability
 
         self.module = orthanc_availability
         self.files = orthanc_availability.WatchFiles.of(Path("/run"), f"{stack}-backup")
         self.url = url
-        self.max_seconds = max_seconds
+        self.timeout = timeout
 
     def start(self) -> None:
         try:
-            self.module.start_watch(self.files, self.url, max_seconds=self.max_seconds)
+            self.module.start_watch(self.files, self.url, max_seconds=self.timeout * 3)
         except self.module.WatchError as error:
             raise backup.BackupError(str(error)) from error
+
+    def serving(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        """Returns once Orthanc answers HTTP again, probed as the poller probes it (any answer counts), every
+        0.1 s for at most the health timeout. Swarm's health check, every few seconds, follows on its own."""
+        spec = importlib.util.spec_from_file_location("orthanc_availability_poller", self.files.script)
+        if spec is None or spec.loader is None:
+            raise backup.BackupError(f"{self.files.script}: cannot load the availability poller")
+        poller = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(poller)
+        deadline = time.monotonic() + self.timeout
+        while not poller.is_up(self.url):
+            if time.monotonic() > deadline:
+                raise backup.BackupError(
+                    f"Orthanc gave no HTTP answer at {self.url} within {self.timeout} s of being started again"
+                )
+            sleep(0.1)
 
     def stop(self) -> dict[str, Any]:
         try:
@@ -176,7 +195,7 @@ def copy(
                 index = backup.index_sqlite(repo, data_dir, backup_id, state)
                 then()
             finally:
-                orthanc.healthy()
+                watch.serving()
     finally:
         availability = watch.stop()
     say(f"Orthanc serving; HTTP was unavailable for {availability['total_downtime_seconds']} s")
@@ -282,7 +301,7 @@ def main(argv: list[str]) -> int:
         def service(name: str) -> Service:
             return backup.StackService(name, timeout)
 
-        watch = AvailabilityWatch(settings["stack"], settings["url"], timeout * 3)
+        watch = AvailabilityWatch(settings["stack"], settings["url"], timeout)
         with exclusive(Path(settings["state_dir"]), settings["stack"]):
             manifest = take_backup(settings, service, watch, args.by)
             result = {"started": started, "ok": True, "manifest": manifest}
