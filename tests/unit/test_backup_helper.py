@@ -859,6 +859,36 @@ def test_whole_backup_failing_restic_check_is_never_complete(
     assert calls[-2:] == [("watch", "serving", False), ("watch", "stop", False)]
 
 
+def test_upgrades_backup_is_recorded_by_the_helper_of_every_backup(repository: Repository, tmp_path: Path) -> None:
+    # The upgrade ran the storage pass and the offline step (deploying its target) as separate commands.
+    orthanc = FakeOrthanc(tmp_path / "data")
+    orthanc.written_an_hour_ago()
+    settings = backup_settings(repository, orthanc, tmp_path / "state")
+    backup_id = f"{STACK}-20261201T040000Z"
+    state = tmp_path / "state" / f"{backup_id}.names"
+    storage = auscat_backup.storage_pass(repository, orthanc.root, backup_id, state)
+    orthanc.add_instance()
+    offline(orthanc.root, state, target=True)
+    manifest = auscat_scheduled_backup.record_upgrade(
+        settings, backup_id, storage, "auscat/orthanc:unit-1", auscat_scheduled_backup.version_of("Orthanc 1.12.7"), 2.5
+    )
+    assert manifest["by"] == "upgrade"
+    assert (manifest["image"], manifest["orthanc_version"]) == ("auscat/orthanc:unit-1", "1.12.7")
+    assert manifest["downtime_seconds"] == 2.5
+    assert manifest["inventory"]["digest"] == orthanc.digest()
+    assert (manifest["late_files"], manifest["index_entries_without_file"]) == (1, [])
+    assert manifest["snapshots"]["storage"] == storage["snapshot"]
+    assert [b["backup"] for b in auscat_backup.backups(repository)] == [backup_id]
+    assert not list((tmp_path / "state").glob(f"{backup_id}.*")), "the upgrade's working files were left behind"
+    assert not (orthanc.root / auscat_backup.STAGE_NAME).exists()
+
+
+def test_recording_an_upgrades_backup_names_what_it_lacks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        auscat_scheduled_backup.main(["--config", str(tmp_path / "backup.json"), "--record", "unit-1", "--image", "x"])
+    assert "--record needs --storage, --orthanc-version, --downtime" in capsys.readouterr().err
+
+
 def test_whole_backup_awaits_an_http_answer_of_orthanc_started_again(tmp_path: Path) -> None:
     watch = auscat_scheduled_backup.AvailabilityWatch(STACK, "http://127.0.0.1:1/system", timeout=0)
     watch.files = orthanc_availability.WatchFiles.of(tmp_path, "unit-backup")

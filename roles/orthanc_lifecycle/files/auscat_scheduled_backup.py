@@ -205,7 +205,7 @@ def copy(
 def manifest_of(
     settings: dict[str, Any],
     backup_id: str,
-    orthanc: Any,
+    image: str,
     version: str,
     copied: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
     by: str,
@@ -215,7 +215,7 @@ def manifest_of(
         "backup": backup_id,
         "stack": settings["stack"],
         "created": datetime.datetime.now(datetime.UTC).isoformat(),
-        "image": orthanc.image,
+        "image": image,
         "orthanc_version": version,
         "index_backend": settings["index_backend"],
         "data_dir": settings["data_dir"],
@@ -229,44 +229,48 @@ def manifest_of(
     }
 
 
+def version_of(line: str) -> str:
+    """The version in the first line `Orthanc --version` prints ("Orthanc 1.12.7")."""
+    return line.removeprefix("Orthanc").strip()
+
+
 def orthanc_version(container: str) -> str:
     result = subprocess.run(["docker", "exec", container, "Orthanc", "--version"], capture_output=True, text=True)
     lines = result.stdout.splitlines()
-    return lines[0].removeprefix("Orthanc").strip() if result.returncode == 0 and lines else ""
+    return version_of(lines[0]) if result.returncode == 0 and lines else ""
 
 
-def take_backup(
-    settings: dict[str, Any], service: Callable[[str], Service], watch: Watch, by: str = "schedule"
-) -> dict[str, Any]:
-    """One backup; returns its manifest."""
-    state_dir = Path(settings["state_dir"])
-    repo = backup.Repository(
-        settings["repository"], Path(settings["password_file"]), settings["stack"], state_dir / "cache"
-    )
+def repository_of(settings: dict[str, Any]) -> backup.Repository:
+    cache = Path(settings["state_dir"]) / "cache"
+    repo = backup.Repository(settings["repository"], Path(settings["password_file"]), settings["stack"], cache)
     if not repo.password_file.is_file():
         raise ScheduleError(f"{repo.password_file}: the repository password file does not exist")
-    if backup.init(repo)["created"]:
-        say(f"created the repository {repo.url}")
-    orthanc = service(settings["service"]).healthy()
-    version = orthanc_version(orthanc.container)
-    backup_id = f"{settings['stack']}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
-    state = state_dir / f"{backup_id}.names"
+    return repo
 
-    def check() -> None:
-        # Before the manifest, which makes the backup complete: a backup failing check is never restored.
-        if settings["check"]:
-            say("restic check")
-            backup.check(repo)
 
-    try:
-        copied = copy(repo, settings, backup_id, state, service, watch, check)
-        manifest = manifest_of(settings, backup_id, orthanc, version, copied, by)
-        written = state_dir / "manifest.json"
-        written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        backup.store_manifest(repo, backup_id, written)
-    finally:
-        for path in (state, state.with_suffix(".files"), backup.since_file(state)):
-            path.unlink(missing_ok=True)
+def check(repo: backup.Repository, settings: dict[str, Any]) -> None:
+    # Before the manifest, which makes the backup complete: a backup failing check is never restored.
+    if settings["check"]:
+        say("restic check")
+        backup.check(repo)
+
+
+def complete(
+    repo: backup.Repository,
+    settings: dict[str, Any],
+    backup_id: str,
+    image: str,
+    version: str,
+    copied: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
+    by: str,
+) -> dict[str, Any]:
+    """The manifest stored with the snapshots (the backup is complete from here on), then the retention
+    policy; returns the manifest."""
+    state_dir = Path(settings["state_dir"])
+    manifest = manifest_of(settings, backup_id, image, version, copied, by)
+    written = state_dir / "manifest.json"
+    written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    backup.store_manifest(repo, backup_id, written)
     kept = backup.forget(
         repo,
         settings["keep_daily"],
@@ -284,11 +288,63 @@ def take_backup(
     return manifest
 
 
+@contextlib.contextmanager
+def working_files(state: Path) -> Iterator[Path]:
+    """The working files of one backup (STATE and its siblings), removed once it ends, whatever happened."""
+    try:
+        yield state
+    finally:
+        for path in (state, state.with_suffix(".files"), backup.since_file(state)):
+            path.unlink(missing_ok=True)
+
+
+def take_backup(
+    settings: dict[str, Any], service: Callable[[str], Service], watch: Watch, by: str = "schedule"
+) -> dict[str, Any]:
+    """One backup; returns its manifest."""
+    repo = repository_of(settings)
+    if backup.init(repo)["created"]:
+        say(f"created the repository {repo.url}")
+    orthanc = service(settings["service"]).healthy()
+    version = orthanc_version(orthanc.container)
+    backup_id = f"{settings['stack']}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
+    with working_files(Path(settings["state_dir"]) / f"{backup_id}.names") as state:
+        copied = copy(repo, settings, backup_id, state, service, watch, lambda: check(repo, settings))
+        return complete(repo, settings, backup_id, orthanc.image, version, copied, by)
+
+
+def record_upgrade(
+    settings: dict[str, Any], backup_id: str, storage: dict[str, Any], image: str, version: str, downtime: float
+) -> dict[str, Any]:
+    """The end of the backup an upgrade takes with a SQLite index (its storage pass and offline step ran as
+    `auscat_backup.py storage` and `offline-sqlite`, the switch within the stop): the stage backed up once
+    the target serves, then restic check, the manifest and the retention policy, as in every backup."""
+    repo = repository_of(settings)
+    with working_files(Path(settings["state_dir"]) / f"{backup_id}.names") as state:
+        say(f"backing up the index staged by the upgrade (backup {backup_id})")
+        index = backup.index_sqlite(repo, Path(settings["data_dir"]), backup_id, state)
+        check(repo, settings)
+        availability = {"total_downtime_seconds": downtime}
+        return complete(repo, settings, backup_id, image, version, (storage, index, availability), "upgrade")
+
+
 def main(argv: list[str]) -> int:
     options = argparse.ArgumentParser(prog="auscat-scheduled-backup", description=__doc__.splitlines()[0])
     options.add_argument("--config", type=Path, required=True, help="the backup's settings (backup.json)")
-    options.add_argument("--by", choices=("schedule", "playbook"), default="schedule", help="what runs the backup")
+    options.add_argument(
+        "--by", choices=("schedule", "playbook", "upgrade"), default="schedule", help="what runs the backup"
+    )
+    upgrade = options.add_argument_group("the end of an upgrade's backup (SQLite), once the target serves")
+    upgrade.add_argument("--record", metavar="BACKUP_ID", help="the backup whose stage is backed up and recorded")
+    upgrade.add_argument("--storage", type=json.loads, help="what `auscat_backup.py storage` printed (JSON)")
+    upgrade.add_argument("--image", help="the image that served when the backup began")
+    upgrade.add_argument("--orthanc-version", help="the first line `Orthanc --version` printed in it")
+    upgrade.add_argument("--downtime", type=float, help="seconds of HTTP unavailability over the offline step")
     args = options.parse_args(argv)
+    if args.record:
+        missing = [name for name in ("storage", "image", "orthanc_version", "downtime") if getattr(args, name) is None]
+        if missing:
+            options.error(f"--record needs {', '.join('--' + name.replace('_', '-') for name in missing)}")
     os.umask(0o077)
     started = datetime.datetime.now(datetime.UTC).isoformat()
     last: Path | None = None
@@ -302,9 +358,17 @@ def main(argv: list[str]) -> int:
             return backup.StackService(name, timeout)
 
         watch = AvailabilityWatch(settings["stack"], settings["url"], timeout)
-        with exclusive(Path(settings["state_dir"]), settings["stack"]):
-            manifest = take_backup(settings, service, watch, args.by)
-            result = {"started": started, "ok": True, "manifest": manifest}
+        if args.record:
+            # The upgrade's own working file is under way: the lock only.
+            busy = f"another backup of stack {settings['stack']} is running"
+            with backup.backup_lock(Path(settings["state_dir"]), busy):
+                manifest = record_upgrade(
+                    settings, args.record, args.storage, args.image, version_of(args.orthanc_version), args.downtime
+                )
+        else:
+            with exclusive(Path(settings["state_dir"]), settings["stack"]):
+                manifest = take_backup(settings, service, watch, args.by)
+        result = {"started": started, "ok": True, "manifest": manifest}
     except (ScheduleError, backup.BackupError, OSError) as error:
         result = {"started": started, "ok": False, "error": str(error)}
         say(f"backup failed: {error}")
