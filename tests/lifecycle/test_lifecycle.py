@@ -95,7 +95,7 @@ def test_stack_starts_on_the_old_tag(
 def test_upgrade_changes_the_version_and_keeps_every_instance(
     docker_client, target: Target, orthanc: Orthanc, tags, stored: StoredStudy
 ) -> None:
-    _, new = tags
+    old, new = tags
     result = run_playbook("upgrade.yml", {"orthanc_image_tag": new})
     assert result.returncode == 0, output_of(result)
     downtime = re.search(r"HTTP unavailable for ([0-9.]+) s", output_of(result))
@@ -104,6 +104,15 @@ def test_upgrade_changes_the_version_and_keeps_every_instance(
     assert image_of(docker_client, target).endswith(f":{new}")
     assert orthanc_version(orthanc) == new.split("-")[0]
     assert_study_intact(orthanc, stored)
+    # The backup taken with the switch is complete, recorded as every backup is.
+    backup_id = re.search(r"Backup (\S+) in", output_of(result)).group(1)
+    manifest = json.loads(
+        restic("dump", "--tag", f"backup={backup_id},part=manifest", "latest", "/auscat-manifest.json").stdout
+    )
+    assert (manifest["by"], manifest["index_entries_without_file"]) == ("upgrade", []), manifest
+    assert manifest["image"].endswith(f":{old}"), manifest
+    assert manifest["inventory"]["instances"] == len(orthanc.get("/instances").json())
+    assert parts_of(backup_id) == {"storage", "index", "manifest"}
 
 
 def test_upgrade_to_an_unhealthy_image_rolls_back(
