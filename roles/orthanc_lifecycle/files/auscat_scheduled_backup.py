@@ -3,6 +3,12 @@
 systemd timer and by its cron entry.
 
     auscat_scheduled_backup.py --config /var/lib/auscat/lifecycle/<stack>/backup.json [--by playbook]
+    auscat_scheduled_backup.py --config ... --by upgrade --record ID --storage JSON --image IMAGE
+                               --orthanc-version LINE --downtime SECONDS
+
+The second form ends the backup an upgrade with a SQLite index takes around its image switch (the
+storage pass and the offline step ran as auscat_backup.py commands): the stage, restic check, the
+manifest and the retention policy, as every backup ends.
 
 With the settings the role wrote (backup.json, root only; it names the password file, never the
 password), in one process: the storage files copied while Orthanc runs; with SQLite, Orthanc stopped
