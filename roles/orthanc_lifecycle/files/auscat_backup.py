@@ -324,12 +324,9 @@ def late_uuids(index: Index, state: Path, written_since: Callable[[str], bool]) 
         lines = state.read_text(encoding="utf-8").splitlines()
     except OSError as error:
         raise BackupError(f"{state}: no record of the storage pass; run the storage step first") from error
-    action = dict(line.split() for line in lines if line.strip())
-    return [
-        uuid
-        for uuid in sorted(index.uuids)
-        if uuid not in action or (action[uuid] != "unchanged" and written_since(uuid))
-    ]
+    # Name -> whether the pass kept it unchanged: one bool per file, millions of them at a large site.
+    kept = {name: action == "unchanged" for name, _, action in (line.partition(" ") for line in lines) if name}
+    return [uuid for uuid in sorted(index.uuids) if uuid not in kept or (not kept[uuid] and written_since(uuid))]
 
 
 def late_files(data_dir: Path, index: Index, state: Path) -> tuple[list[Path], list[str]]:
