@@ -261,19 +261,11 @@ def check(repo: backup.Repository, settings: dict[str, Any]) -> None:
         backup.check(repo)
 
 
-def complete(
-    repo: backup.Repository,
-    settings: dict[str, Any],
-    backup_id: str,
-    image: str,
-    version: str,
-    copied: tuple[dict[str, Any], dict[str, Any], dict[str, Any]],
-    by: str,
-) -> dict[str, Any]:
-    """The manifest stored with the snapshots (the backup is complete from here on), then the retention
-    policy; returns the manifest."""
+def complete(repo: backup.Repository, settings: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
+    """MANIFEST stored with the snapshots (the backup is complete from here on), then the retention policy;
+    returns the manifest."""
     state_dir = Path(settings["state_dir"])
-    manifest = manifest_of(settings, backup_id, image, version, copied, by)
+    backup_id = manifest["backup"]
     written = state_dir / "manifest.json"
     written.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     backup.store_manifest(repo, backup_id, written)
@@ -316,7 +308,7 @@ def take_backup(
     backup_id = f"{settings['stack']}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
     with working_files(Path(settings["state_dir"]) / f"{backup_id}.names") as state:
         copied = copy(repo, settings, backup_id, state, service, watch, lambda: check(repo, settings))
-        return complete(repo, settings, backup_id, orthanc.image, version, copied, by)
+        return complete(repo, settings, manifest_of(settings, backup_id, orthanc.image, version, copied, by))
 
 
 def record_upgrade(
@@ -330,8 +322,8 @@ def record_upgrade(
         say(f"backing up the index staged by the upgrade (backup {backup_id})")
         index = backup.index_sqlite(repo, Path(settings["data_dir"]), backup_id, state)
         check(repo, settings)
-        availability = {"total_downtime_seconds": downtime}
-        return complete(repo, settings, backup_id, image, version, (storage, index, availability), "upgrade")
+        copied = (storage, index, {"total_downtime_seconds": downtime})
+        return complete(repo, settings, manifest_of(settings, backup_id, image, version, copied, "upgrade"))
 
 
 def main(argv: list[str]) -> int:
