@@ -148,11 +148,15 @@ class Repository:
     def tags(self, backup_id: str, part: str) -> list[str]:
         return ["--tag", f"auscat,stack={self.stack},backup={backup_id},part={part}"]
 
+    def backup_args(self, backup_id: str, part: str) -> list[str]:
+        """restic's arguments for one part of a backup, before what it backs up."""
+        return ["backup", "--json", "--host", self.host, *self.tags(backup_id, part)]
+
     def backup(
         self, args: list[str], backup_id: str, part: str, stdin: IO[bytes] | None = None, cwd: Path | None = None
     ) -> dict[str, Any]:
         output = self.run(
-            ["backup", "--json", "--host", self.host, *self.tags(backup_id, part), *args],
+            [*self.backup_args(backup_id, part), *args],
             stdin=stdin,
             ok=(0, RESTIC_INCOMPLETE),
             cwd=cwd,
@@ -228,13 +232,11 @@ def storage_pass(repo: Repository, data_dir: Path, backup_id: str, state: Path) 
     since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
     excluded = (*INDEX_FILES, "index-shm", STAGE_NAME)
     excludes = [arg for name in excluded for arg in ("--exclude", str(data_dir / name))]
-    args = ["backup", "--json", "--verbose=2", "--host", repo.host, *repo.tags(backup_id, "storage"), *excludes]
+    args = [*repo.backup_args(backup_id, "storage"), "--verbose=2", *excludes, str(data_dir)]
     files = 0
     with tempfile.TemporaryFile() as errors, state.open("w", encoding="utf-8") as record:
         # Streamed: one line per file, millions of them at the scale sites plan for.
-        restic = subprocess.Popen(
-            ["restic", *args, str(data_dir)], env=repo.env(), stdout=subprocess.PIPE, stderr=errors
-        )
+        restic = subprocess.Popen(["restic", *args], env=repo.env(), stdout=subprocess.PIPE, stderr=errors)
         if restic.stdout is None:
             raise BackupError("restic must print into a pipe")
         summary: dict[str, Any] = {}
@@ -545,17 +547,7 @@ def dump_postgresql(repo: Repository, container: str, backup_id: str) -> tuple[d
     )
     restic_out, restic_err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - freed on exit
     restic = subprocess.Popen(
-        [
-            "restic",
-            "backup",
-            "--json",
-            "--host",
-            repo.host,
-            *repo.tags(backup_id, "index"),
-            "--stdin",
-            "--stdin-filename",
-            DUMP_NAME,
-        ],
+        ["restic", *repo.backup_args(backup_id, "index"), "--stdin", "--stdin-filename", DUMP_NAME],
         env=repo.env(),
         stdin=subprocess.PIPE,
         # Files, not pipes: restic reports progress while it reads, and nobody reads a pipe meanwhile.
