@@ -489,13 +489,20 @@ def test_index_step_carries_a_file_the_storage_pass_found_half_written(irregular
     )
 
 
-def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
-    repository: Repository, tmp_path: Path
-) -> None:
-    orthanc = FakeOrthanc(tmp_path / "data", instances=2)
+def archive_after_storage_pass(repository: Repository, tmp_path: Path, instances: int) -> tuple[FakeOrthanc, Path]:
+    """An archive written an hour ago (its directories are new all the same) and the record of the storage
+    pass of BACKUP_ID over it."""
+    orthanc = FakeOrthanc(tmp_path / "data", instances=instances)
     orthanc.written_an_hour_ago()
     state = tmp_path / "state" / "backup.names"
     auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    return orthanc, state
+
+
+def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
+    repository: Repository, tmp_path: Path
+) -> None:
+    orthanc, state = archive_after_storage_pass(repository, tmp_path, instances=2)
     late = orthanc.add_instance()
     owned_by_orthanc(orthanc.root)
     before = metadata_under(orthanc.root)
@@ -522,10 +529,7 @@ def test_a_late_file_deleted_once_orthanc_serves_again_is_still_in_the_backup(
 def test_offline_step_links_only_the_files_written_since_the_storage_pass_began(
     repository: Repository, tmp_path: Path
 ) -> None:
-    orthanc = FakeOrthanc(tmp_path / "data", instances=2)
-    orthanc.written_an_hour_ago()  # their directories are new all the same
-    state = tmp_path / "state" / "backup.names"
-    auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    orthanc, state = archive_after_storage_pass(repository, tmp_path, instances=2)
     late = orthanc.add_instance()
     staged = offline(orthanc.root, state)
     assert staged["linked_files"] == 1
@@ -600,10 +604,7 @@ def test_index_step_copies_again_only_the_files_written_since_the_storage_pass_b
     repository: Repository, tmp_path: Path
 ) -> None:
     # A first backup reads every file, long after most were written: those are not copied twice.
-    orthanc = FakeOrthanc(tmp_path / "data", instances=3)
-    orthanc.written_an_hour_ago()
-    state = tmp_path / "state" / "backup.names"
-    auscat_backup.storage_pass(repository, orthanc.root, BACKUP_ID, state)
+    orthanc, state = archive_after_storage_pass(repository, tmp_path, instances=3)
     rewritten = sorted(orthanc.stored_names())[0]  # read by the pass, then written again: perhaps read half written
     orthanc.stored_path(rewritten).write_bytes(orthanc.stored_path(rewritten).read_bytes())
     late = orthanc.add_instance()
