@@ -18,7 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from tests.harness import stack
+from tests.harness import stack, storage
 from tests.harness.orthanc import Orthanc, Target
 from tests.harness.playbook import run_playbook, unfolded_output
 from tests.harness.study import StoredStudy, assert_study_intact, missing_or_changed, send_study
@@ -173,17 +173,12 @@ def test_inventory_and_orphans_read_the_postgresql_index_itself(
     assert json.loads(from_database.stdout) == json.loads(through_orthanc.output)
     assert json.loads(from_database.stdout)["listed"] >= len(stored.md5_by_sop_uid)
 
-    name = str(uuid.uuid4())
-    orphan = Path(os.environ["AUSCAT_DATA_DIR"]) / name[0:2] / name[2:4] / name
-    orphan.parent.mkdir(parents=True, exist_ok=True)
-    orphan.write_bytes(b"written, never indexed")
-    try:
+    data_dir = Path(os.environ["AUSCAT_DATA_DIR"])
+    with storage.planted_orphan(data_dir, str(uuid.uuid4()), b"written, never indexed"):
         result = run_playbook("orphans.yml", {"orthanc_lifecycle_orphans_min_age_minutes": 0})
-        output = unfolded_output(result)
-        assert result.returncode == 0, output
-        assert "1 orphan files (22 bytes) left in place; 0 index entries without a file" in output, output
-    finally:
-        orphan.unlink()
+    output = unfolded_output(result)
+    assert result.returncode == 0, output
+    assert "1 orphan files (22 bytes) left in place; 0 index entries without a file" in output, output
 
 
 def test_backup_then_wipe_then_restore_brings_back_index_and_files(

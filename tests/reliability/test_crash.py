@@ -7,13 +7,12 @@ indexed (orphans) are counted; playbooks/orphans.yml then moves them out of the 
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.harness import dicom, phantoms, stack
+from tests.harness import dicom, phantoms, stack, storage
 from tests.harness.orthanc import Orthanc, Target
 from tests.harness.playbook import run_playbook
 from tests.harness.study import StoredStudy, dataset_md5, missing_or_changed
@@ -119,43 +118,38 @@ def test_orphans_playbook_moves_orphans_out_and_keeps_the_data(
     files = phantoms.write_study(study, tmp_path)
     assert set(dicom.store(files, target.dicom_host, target.dicom_port, target.aet).values()) == {dicom.SUCCESS}
     # An orphan as a crash leaves it: a stored file that no index entry refers to.
-    planted = data_dir / "ff" / "ee" / "ffee0000-0000-4000-8000-000000000001"
-    made = [directory for directory in (planted.parent.parent, planted.parent) if not directory.exists()]
-    owner = data_dir.stat()
-    for directory in made:
-        directory.mkdir()
-        # As Orthanc would have made them: a directory of root's here would make every later
-        # instance whose UUID starts with these digits fail to store (found by the load attack).
-        os.chown(directory, owner.st_uid, owner.st_gid)
-    planted.write_bytes(b"written, never indexed")
     quarantine = tmp_path / "quarantine"
     try:
-        before = scan(orthanc, data_dir)
-        result = run_playbook(
-            "orphans.yml",
-            {
-                "orthanc_lifecycle_orphans_quarantine": True,
-                "orthanc_lifecycle_orphans_quarantine_dir": str(quarantine),
-                # The planted file is seconds old; the playbook leaves younger files alone by default.
-                "orthanc_lifecycle_orphans_min_age_minutes": 0,
-            },
-        )
-        assert result.returncode == 0, result.stdout[-3000:]
-        after = scan(orthanc, data_dir)
-        record("orphans", {"before": before["orphans"], "after": after["orphans"]})
-        assert before["orphans"] >= 1
-        assert after == {"missing_files": [], "orphans": 0}
-        assert not planted.exists()
-        assert [path.read_bytes() for path in quarantine.glob(f"*/ff/ee/{planted.name}")] == [b"written, never indexed"]
-        stored = StoredStudy(
-            study,
-            {str(ds.SOPInstanceUID): dataset_md5(p.read_bytes()) for ds, p in zip(study.datasets, files, strict=True)},
-            {},
-        )
-        assert not missing_or_changed(orthanc, stored)
+        with storage.planted_orphan(
+            data_dir, "ffee0000-0000-4000-8000-000000000001", b"written, never indexed"
+        ) as planted:
+            before = scan(orthanc, data_dir)
+            result = run_playbook(
+                "orphans.yml",
+                {
+                    "orthanc_lifecycle_orphans_quarantine": True,
+                    "orthanc_lifecycle_orphans_quarantine_dir": str(quarantine),
+                    # The planted file is seconds old; the playbook leaves younger files alone by default.
+                    "orthanc_lifecycle_orphans_min_age_minutes": 0,
+                },
+            )
+            assert result.returncode == 0, result.stdout[-3000:]
+            after = scan(orthanc, data_dir)
+            record("orphans", {"before": before["orphans"], "after": after["orphans"]})
+            assert before["orphans"] >= 1
+            assert after == {"missing_files": [], "orphans": 0}
+            assert not planted.exists()
+            assert [path.read_bytes() for path in quarantine.glob(f"*/ff/ee/{planted.name}")] == [
+                b"written, never indexed"
+            ]
+            stored = StoredStudy(
+                study,
+                {
+                    str(ds.SOPInstanceUID): dataset_md5(p.read_bytes())
+                    for ds, p in zip(study.datasets, files, strict=True)
+                },
+                {},
+            )
+            assert not missing_or_changed(orthanc, stored)
     finally:
-        planted.unlink(missing_ok=True)
-        for directory in reversed(made):
-            if directory.exists() and not any(directory.iterdir()):
-                directory.rmdir()
         delete_patients(orthanc, [study])
