@@ -391,9 +391,10 @@ def irregular_backup(initialised: Initialised, tmp_path_factory: pytest.TempPath
 
 
 def test_init_creates_a_repository_once(initialised: Initialised) -> None:
-    assert initialised.result == {"repository": initialised.repo.url, "created": True}
+    assert initialised.result == {"repository": initialised.repo.url, "created": True, "snapshots": []}
     assert (Path(initialised.repo.url) / "config").is_file()
-    assert auscat_backup.init(initialised.repo) == {"repository": initialised.repo.url, "created": False}
+    opened = auscat_backup.init(initialised.repo)
+    assert opened == {"repository": initialised.repo.url, "created": False, "snapshots": []}
 
 
 def test_init_with_a_wrong_password_names_the_password_file_not_the_password(
@@ -616,13 +617,17 @@ def test_index_step_copies_again_only_the_files_written_since_the_storage_pass_b
     assert not names & (set(orthanc.stored_names()) - {rewritten, late.uuid})
 
 
+@pytest.mark.parametrize("listed_first", [False, True], ids=["listed-now", "listed-by-init-before-the-backup"])
 def test_forget_keeps_every_part_of_the_newest_backup_and_a_backup_in_progress(
-    sqlite_backup: SqliteBackup, tmp_path: Path
+    sqlite_backup: SqliteBackup, tmp_path: Path, listed_first: bool
 ) -> None:
     repo = copy_repository(sqlite_backup.repo, tmp_path)  # holds the first complete backup
     data_dir = sqlite_backup.orthanc.root
     made: dict[str, set[tuple[str, str, str]]] = {}
+    listed = None
     for backup_id in ("unit-2", "unit-3"):
+        if listed_first:
+            listed = auscat_backup.init(repo)["snapshots"]  # as a whole backup opens the repository
         # The parts as the steps tag them (Repository.backup), without the steps' extra restic calls.
         storage = repo.backup([str(data_dir)], backup_id, "storage")
         index = repo.backup([str(data_dir / "index")], backup_id, "index")
@@ -633,7 +638,7 @@ def test_forget_keeps_every_part_of_the_newest_backup_and_a_backup_in_progress(
             for part, summary in (("storage", storage), ("index", index), ("manifest", manifest))
         }
     in_progress = repo.backup([str(data_dir)], "unit-4", "storage")
-    result = auscat_backup.forget(repo, daily=1, weekly=0, monthly=0)
+    result = auscat_backup.forget(repo, daily=1, weekly=0, monthly=0, listed=listed)
     assert result == {"kept_backups": ["unit-3"], "removed_snapshots": 6, "pruned": True}
     assert parts(repo) == {*made["unit-3"], ("unit-4", "storage", in_progress["snapshot"])}
 

@@ -199,16 +199,19 @@ def tag_value(snapshot: dict[str, Any], key: str) -> str:
 
 
 def init(repo: Repository) -> dict[str, Any]:
-    result = subprocess.run(["restic", "cat", "config"], env=repo.env(), capture_output=True, check=False)
+    """The repository opened, created when there is none at its URL, with the stack's snapshots listed in
+    the same restic call (each call derives the key from the password: most of a second)."""
+    listing = ["snapshots", "--json", "--host", repo.host, "--tag", f"stack={repo.stack}"]
+    result = subprocess.run(["restic", *listing], env=repo.env(), capture_output=True, check=False)
     if result.returncode == 0:
-        return {"repository": repo.url, "created": False}
+        return {"repository": repo.url, "created": False, "snapshots": json.loads(result.stdout or "[]")}
     stderr = result.stderr.decode(errors="replace")
     if "wrong password" in stderr or "no space left" in stderr:
-        raise BackupError(repo.explain("cat", stderr))
+        raise BackupError(repo.explain("snapshots", stderr))
     if "Is there a repository" not in stderr and "unable to open config file" not in stderr:
-        raise BackupError(repo.explain("cat", stderr))
+        raise BackupError(repo.explain("snapshots", stderr))
     repo.run(["init"])
-    return {"repository": repo.url, "created": True}
+    return {"repository": repo.url, "created": True, "snapshots": []}
 
 
 @contextlib.contextmanager
@@ -619,11 +622,19 @@ def backups(repo: Repository) -> list[dict[str, Any]]:
 
 
 def forget(
-    repo: Repository, daily: int, weekly: int, monthly: int, prune_days: int = 0, pruned: Path | None = None
+    repo: Repository,
+    daily: int,
+    weekly: int,
+    monthly: int,
+    prune_days: int = 0,
+    pruned: Path | None = None,
+    listed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Keep the manifests restic's policy keeps, and every part of those backups; forget the rest. The
-    space of forgotten snapshots is reclaimed (restic prune, whose cost grows with the repository) when
-    the last prune recorded in PRUNED is PRUNE_DAYS old or more, or none is recorded."""
+    """Keep the manifests restic's policy keeps, and every part of those backups; forget the rest, among
+    LISTED (the stack's snapshots init() listed before this backup made its own, which are kept) or, by
+    default, the stack's snapshots now. The space of forgotten snapshots is reclaimed (restic prune, whose
+    cost grows with the repository) when the last prune recorded in PRUNED is PRUNE_DAYS old or more, or
+    none is recorded."""
     policy = ["--keep-daily", str(daily), "--keep-weekly", str(weekly), "--keep-monthly", str(monthly)]
     groups = json.loads(
         repo.run(
@@ -642,10 +653,12 @@ def forget(
         )
         or "[]"
     )
-    kept = {tag_value(s, "backup") for group in groups for s in group.get("keep") or []}
-    snapshots = repo.snapshots()
-    newest_kept = max((moment(s["time"]) for s in snapshots if tag_value(s, "backup") in kept), default=None)
-    # Parts of a backup still being made are newer than every kept manifest: leave them.
+    manifests = [s for group in groups for s in group.get("keep") or []]
+    kept = {tag_value(s, "backup") for s in manifests}
+    snapshots = repo.snapshots() if listed is None else listed
+    newest_kept = max((moment(s["time"]) for s in manifests), default=None)
+    # A manifest is the last part of its backup written. Parts of a backup still being made are newer than
+    # every kept manifest: leave them.
     removed = [
         s["id"]
         for s in snapshots
@@ -874,7 +887,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BackupError(f"{args.password_file}: the repository password file does not exist")
     repo = Repository(args.repository, args.password_file, args.stack, args.cache_dir)
     if args.command == "init":
-        return init(repo)
+        return {key: value for key, value in init(repo).items() if key != "snapshots"}
     if args.command == "storage":
         with backup_lock(args.state.parent, f"another backup of stack {args.stack} is running; try again later"):
             return storage_pass(repo, args.data_dir, args.backup_id, args.state)

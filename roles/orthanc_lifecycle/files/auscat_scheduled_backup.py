@@ -261,9 +261,14 @@ def check(repo: backup.Repository, settings: dict[str, Any]) -> None:
         backup.check(repo)
 
 
-def complete(repo: backup.Repository, settings: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any]:
-    """MANIFEST stored with the snapshots (the backup is complete from here on), then the retention policy;
-    returns the manifest."""
+def complete(
+    repo: backup.Repository,
+    settings: dict[str, Any],
+    manifest: dict[str, Any],
+    listed: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """MANIFEST stored with the snapshots (the backup is complete from here on), then the retention policy
+    over LISTED (the snapshots before this backup) or the snapshots now; returns the manifest."""
     state_dir = Path(settings["state_dir"])
     backup_id = manifest["backup"]
     written = state_dir / "manifest.json"
@@ -276,6 +281,7 @@ def complete(repo: backup.Repository, settings: dict[str, Any], manifest: dict[s
         settings["keep_monthly"],
         int(settings["prune_days"]),
         state_dir / PRUNED_NAME,
+        listed,
     )
     instances = manifest["inventory"]["instances"]
     pruned = "; repository pruned" if kept["pruned"] else ""
@@ -301,14 +307,16 @@ def take_backup(
 ) -> dict[str, Any]:
     """One backup; returns its manifest."""
     repo = repository_of(settings)
-    if backup.init(repo)["created"]:
+    opened = backup.init(repo)
+    if opened["created"]:
         say(f"created the repository {repo.url}")
     orthanc = service(settings["service"]).healthy()
     version = orthanc_version(orthanc.container)
     backup_id = f"{settings['stack']}-{datetime.datetime.now(datetime.UTC):%Y%m%dT%H%M%SZ}"
     with working_files(Path(settings["state_dir"]) / f"{backup_id}.names") as state:
         copied = copy(repo, settings, backup_id, state, service, watch, lambda: check(repo, settings))
-        return complete(repo, settings, manifest_of(settings, backup_id, orthanc.image, version, copied, by))
+        manifest = manifest_of(settings, backup_id, orthanc.image, version, copied, by)
+        return complete(repo, settings, manifest, opened["snapshots"])
 
 
 def record_upgrade(
