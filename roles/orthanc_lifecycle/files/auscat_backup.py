@@ -163,9 +163,13 @@ class Repository:
         )
         return summary_of(output)
 
-    def snapshots(self, part: str | None = None) -> list[dict[str, Any]]:
+    def listing_args(self, part: str | None = None) -> list[str]:
+        """restic's arguments listing the stack's snapshots (of one PART of its backups)."""
         tags = f"stack={self.stack}" + (f",part={part}" if part else "")
-        return json.loads(self.run(["snapshots", "--json", "--host", self.host, "--tag", tags]) or "[]")
+        return ["snapshots", "--json", "--host", self.host, "--tag", tags]
+
+    def snapshots(self, part: str | None = None) -> list[dict[str, Any]]:
+        return json.loads(self.run(self.listing_args(part)) or "[]")
 
 
 def summary_of(output: str) -> dict[str, Any]:
@@ -201,8 +205,7 @@ def tag_value(snapshot: dict[str, Any], key: str) -> str:
 def init(repo: Repository) -> dict[str, Any]:
     """The repository opened, created when there is none at its URL, with the stack's snapshots listed in
     the same restic call (each call derives the key from the password: most of a second)."""
-    listing = ["snapshots", "--json", "--host", repo.host, "--tag", f"stack={repo.stack}"]
-    result = subprocess.run(["restic", *listing], env=repo.env(), capture_output=True, check=False)
+    result = subprocess.run(["restic", *repo.listing_args()], env=repo.env(), capture_output=True, check=False)
     if result.returncode == 0:
         return {"repository": repo.url, "created": False, "snapshots": json.loads(result.stdout or "[]")}
     stderr = result.stderr.decode(errors="replace")
