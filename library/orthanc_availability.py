@@ -28,7 +28,8 @@ short_description: Measure how long Orthanc's HTTP port gives no answer while ot
 description:
   - O(state=started) starts a detached poller on the managed host that requests O(url) every O(interval) seconds
     without credentials. Any HTTP answer, 401 included, counts as up; a refused or reset connection, an answer
-    that is no HTTP, or no answer within a second counts as down. The certificate of an https URL is not
+    that is no HTTP, or no answer within a second counts as down, and so does the wait for an answer that took
+    more than half a second (a frozen server answers late, not never). The certificate of an https URL is not
     verified, since nothing secret is sent.
   - O(state=stopped) asks the poller to stop, waits up to 30 seconds for its summary and returns it.
   - The poller stops by itself after O(max_seconds), and a later O(state=stopped) still returns its summary.
@@ -146,7 +147,8 @@ POLLER = r'''#!/usr/bin/env python3
 """Poller of the orthanc_availability module: measure how long URL gives no HTTP answer.
 
 Requests URL without credentials every INTERVAL seconds: any HTTP answer (401 included) means up; a refused
-or reset connection, an answer that is no HTTP, or a timeout means down. Runs until STOP_FILE exists or
+or reset connection, an answer that is no HTTP, or a timeout means down, and an answer later than STALL_SECONDS
+means down while it was awaited. Runs until STOP_FILE exists or
 MAX_SECONDS pass, then writes a JSON summary to OUTPUT:
 
     python3 auscat-NAME-availability.py URL OUTPUT STOP_FILE [--interval 0.1] [--max-seconds 900]
@@ -168,6 +170,8 @@ from pathlib import Path
 
 # Reachability only: no credentials are sent, so the certificate of an https URL need not be trusted.
 UNVERIFIED = ssl._create_unverified_context()  # noqa: S323
+# An answer awaited longer than this (milliseconds on loopback) was held up: the time counts as down.
+STALL_SECONDS = 0.5
 
 
 def is_up(url: str, timeout: float = 1.0) -> bool:
@@ -187,9 +191,10 @@ def measure(
     max_seconds: float,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stall: float = STALL_SECONDS,
 ) -> dict:
     """Probes until should_stop() or max_seconds; an outage runs from the start of its first failed probe
-    to the start of the next answered one."""
+    to the start of the next answered one, or to the answer of a probe that took longer than STALL."""
     started = clock()
     outages: list[float] = []
     down_since: float | None = None
@@ -197,8 +202,12 @@ def measure(
     while not should_stop() and clock() - started < max_seconds:
         before = clock()
         up = probe()
+        after = clock()
         samples += 1
-        if not up and down_since is None:
+        if up and after - before > stall:
+            outages.append(after - (before if down_since is None else down_since))
+            down_since = None
+        elif not up and down_since is None:
             down_since = before
         elif up and down_since is not None:
             outages.append(before - down_since)

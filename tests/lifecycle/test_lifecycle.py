@@ -31,6 +31,8 @@ INGEST_ROUNDS_MAX = 40
 DRILL_PORT = 28142
 # From the scheduled minute until the scheduled backup has finished.
 SCHEDULED_BACKUP_SECONDS = 240
+# Where the role installs the lifecycle helpers on the host.
+HELPERS = "/usr/local/lib/auscat"
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +181,31 @@ def test_backup_while_ingesting_and_deleting_restores_with_every_file(
     assert "0 index entries without a file" in output_of(orphans), output_of(orphans)
     for attachment_uuid in attachments(orthanc):
         assert (data_dir / attachment_uuid[0:2] / attachment_uuid[2:4] / attachment_uuid).is_file(), attachment_uuid
+
+
+def test_orthanc_frozen_by_a_backup_that_died_is_thawed_by_its_watchdog(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc
+) -> None:
+    """A backup killed while Orthanc is frozen runs no handler; Swarm never replaces a paused container. The
+    watchdog the freeze started thaws it (here after 3 s instead of FREEZE_LIMIT_SECONDS)."""
+    freeze = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import auscat_backup as b; b.FREEZE_LIMIT_SECONDS = 3; "
+        "print(b.StackService(sys.argv[2], 60).freeze().container)"
+    )
+    frozen = subprocess.run(
+        ["python3", "-c", freeze, HELPERS, target.service], capture_output=True, text=True, check=False
+    )
+    assert frozen.returncode == 0, frozen.stderr
+    container = docker_client.containers.get(frozen.stdout.strip())
+    assert container.attrs["State"]["Paused"], "the freeze did not pause Orthanc's container"
+    deadline = time.monotonic() + 30
+    while container.attrs["State"]["Paused"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        container.reload()
+    assert not container.attrs["State"]["Paused"], "the watchdog did not thaw the container"
+    assert container.status == "running", "Orthanc's container did not survive the freeze"
+    assert orthanc.get("/system").json()["Version"]
+    assert stack.service_image(docker_client, target.service)  # the same service, still deployed
 
 
 def test_second_backup_of_an_unchanged_archive_adds_almost_nothing() -> None:

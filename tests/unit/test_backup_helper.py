@@ -565,6 +565,48 @@ def test_offline_step_stages_the_index_as_orthanc_left_it_on_stopping(tmp_path: 
     assert auscat_backup.read_sqlite(Path(staged["stage"])).inventory()["digest"] == orthanc.digest()
 
 
+def test_offline_step_stages_the_committed_index_of_an_orthanc_frozen_mid_transaction(tmp_path: Path) -> None:
+    # Frozen (docker pause), Orthanc leaves its index as a power cut would: transactions committed to the
+    # write-ahead log but not yet folded into the index, and one under way. The stage holds exactly the
+    # committed ones.
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+    running = sqlite3.connect(orthanc.root / "index", isolation_level=None)
+    assert running.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    running.execute("PRAGMA wal_autocheckpoint = 0")
+    orthanc.database = lambda: contextlib.nullcontext(running)  # Orthanc's one connection: never closed
+    orthanc.add_instance()  # committed to the log only, not folded into the index
+    assert (orthanc.root / "index-wal").stat().st_size > 0
+    running.execute("BEGIN IMMEDIATE")
+    running.execute("DELETE FROM AttachedFiles")  # under way when the container froze
+    state = tmp_path / "state" / "backup.names"
+    state.parent.mkdir()
+    auscat_backup.since_file(state).write_text(f"{time.time()}\n", encoding="utf-8")
+    try:
+        staged = offline(orthanc.root, state)
+    finally:
+        running.rollback()
+        running.close()
+    assert sorted(p.name for p in Path(staged["stage"]).iterdir() if p.is_file()) == ["index", "index-wal"]
+    inventory = auscat_backup.read_sqlite(Path(staged["stage"])).inventory()
+    assert (inventory["instances"], inventory["digest"]) == (2, orthanc.digest())
+
+
+def test_offline_step_resumes_orthanc_when_the_backup_is_told_to_stop_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SIGTERM raises SystemExit in the scheduled backup (cron, systemd or an operator stopping it).
+    orthanc = FakeOrthanc(tmp_path / "data", instances=1)
+
+    def terminated(data_dir: Path, state: Path) -> dict[str, Any]:
+        raise SystemExit(143)
+
+    monkeypatch.setattr(auscat_backup, "stage_sqlite", terminated)
+    calls: list[str] = []
+    with pytest.raises(BackupError, match=r"stopped \(SystemExit 143\); Orthanc was started or thawed again"):
+        offline(orthanc.root, tmp_path / "state" / "backup.names", calls)
+    assert calls == ["stop", "resume"]
+
+
 def test_offline_step_starts_orthanc_again_and_removes_the_stage_when_staging_fails(tmp_path: Path) -> None:
     orthanc = FakeOrthanc(tmp_path / "data", instances=1)
     state = tmp_path / "state" / "backup.names"  # no storage pass recorded: the stage cannot be made
@@ -740,11 +782,13 @@ class RecordedService:
         self._record("healthy")
         return SimpleNamespace(container="c0ffee", image="auscat/orthanc:unit-1")
 
-    def stop(self) -> None:
-        self._record("stop")
+    def freeze(self) -> str:
+        self._record("freeze")
+        return "c0ffee"
 
-    def start(self) -> None:
-        self._record("start")
+    def thaw(self, frozen: str) -> None:
+        assert frozen == "c0ffee", "thawed what was not frozen"
+        self._record("thaw")
 
 
 @dataclass
@@ -788,7 +832,7 @@ def backup_settings(repo: Repository, orthanc: FakeOrthanc, state_dir: Path) -> 
 ORTHANC_SERVICE = f"{STACK}_orthanc"
 
 
-def test_whole_backup_stops_orthanc_only_to_stage_the_index_and_backs_the_stage_up_while_it_starts(
+def test_whole_backup_freezes_orthanc_only_to_stage_the_index_and_backs_the_stage_up_once_thawed(
     repository: Repository, tmp_path: Path
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
@@ -800,8 +844,8 @@ def test_whole_backup_stops_orthanc_only_to_stage_the_index_and_backs_the_stage_
     assert calls == [
         (ORTHANC_SERVICE, "healthy", False),
         ("watch", "start", False),
-        (ORTHANC_SERVICE, "stop", False),
-        (ORTHANC_SERVICE, "start", True),  # staged while stopped
+        (ORTHANC_SERVICE, "freeze", False),
+        (ORTHANC_SERVICE, "thaw", True),  # staged while frozen
         ("watch", "serving", False),  # the stage backed up and removed before Orthanc is awaited
         ("watch", "stop", False),
     ]
@@ -813,7 +857,7 @@ def test_whole_backup_stops_orthanc_only_to_stage_the_index_and_backs_the_stage_
     assert not list((tmp_path / "state").glob("*.names")), "the working files of the backup were left behind"
 
 
-def test_whole_backup_starts_orthanc_again_when_the_index_copy_fails(
+def test_whole_backup_thaws_orthanc_when_the_index_copy_fails(
     repository: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
@@ -828,12 +872,29 @@ def test_whole_backup_starts_orthanc_again_when_the_index_copy_fails(
         auscat_scheduled_backup.take_backup(
             backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls)
         )
-    assert [call[1] for call in calls[-4:]] == ["stop", "start", "serving", "stop"]
+    assert [call[1] for call in calls[-4:]] == ["freeze", "thaw", "serving", "stop"]
+    assert not (orthanc.root / auscat_backup.STAGE_NAME).exists()
     assert calls[-1][0] == "watch"
     assert auscat_backup.backups(repository) == []
 
 
-def test_whole_backup_refuses_before_stopping_orthanc_without_an_index(repository: Repository, tmp_path: Path) -> None:
+def test_whole_backup_discards_a_stage_when_orthanc_was_thawed_before_the_copy_ended(
+    repository: Repository, tmp_path: Path
+) -> None:
+    # The watchdog thawed Orthanc (frozen too long): the stage may hold an index copied while it wrote.
+    orthanc = FakeOrthanc(tmp_path / "data")
+    calls: list[tuple[str, str, bool]] = []
+    service = RecordedService(calls, orthanc, fail_on="thaw")
+    with pytest.raises(BackupError, match="thaw failed"):
+        auscat_scheduled_backup.take_backup(
+            backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls, orthanc)
+        )
+    assert [call[1] for call in calls[-4:]] == ["freeze", "thaw", "serving", "stop"]
+    assert not (orthanc.root / auscat_backup.STAGE_NAME).exists()
+    assert auscat_backup.backups(repository) == []
+
+
+def test_whole_backup_refuses_before_freezing_orthanc_without_an_index(repository: Repository, tmp_path: Path) -> None:
     orthanc = FakeOrthanc(tmp_path / "data")
     calls: list[tuple[str, str, bool]] = []
     service = RecordedService(calls, orthanc)
@@ -842,7 +903,7 @@ def test_whole_backup_refuses_before_stopping_orthanc_without_an_index(repositor
         auscat_scheduled_backup.take_backup(
             backup_settings(repository, orthanc, tmp_path / "state"), service.task, RecordedWatch(calls)
         )
-    assert "stop" not in [call[1] for call in calls if call[0] == ORTHANC_SERVICE]
+    assert "freeze" not in [call[1] for call in calls if call[0] == ORTHANC_SERVICE]
 
 
 def test_whole_backup_failing_restic_check_is_never_complete(

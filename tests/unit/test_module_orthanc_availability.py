@@ -210,6 +210,34 @@ def test_measure_counts_each_stretch_without_answer_from_its_first_failed_probe(
     }
 
 
+def test_measure_counts_the_wait_for_a_late_answer_as_down(poller: ModuleType) -> None:
+    # A frozen server (docker pause) answers once thawed: the probe returns true, seconds late.
+    durations = iter([0.01, 0.8, 0.01, 0.3, 0.01, 0.9, 0.0])  # 0.8 s late, then failed and 0.9 s late
+    answers = iter([True, True, True, True, False, True, True])
+    now = [0.0]
+
+    def probe() -> bool:
+        now[0] += next(durations)
+        return next(answers)
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    summary = poller.measure(
+        probe=probe,
+        should_stop=lambda: now[0] >= 9,
+        interval=1.0,
+        max_seconds=60,
+        clock=lambda: now[0],
+        sleep=sleep,
+        stall=0.5,
+    )
+    assert summary["samples"] == 7
+    # 1.01-1.81 awaited; 0.3 s is no stall; down from the failed probe at 5.12 until the late answer at 7.03
+    assert summary["outages"] == [0.8, 1.91]
+    assert summary["down_at_end"] is False
+
+
 def test_poller_counts_an_http_error_as_up_and_a_refused_connection_as_down(poller: ModuleType, server: Server) -> None:
     assert poller.is_up(server.url) is True
     server.stop()

@@ -20,10 +20,11 @@ in its file only, never on a command line or in the environment of a logged comm
 One backup is several snapshots sharing the tag backup=<id>:
     part=storage   the storage files, copied while Orthanc runs (they are written once, never changed);
     part=index     SQLite: the index and the files that arrived after the storage pass, as they were
-                   while Orthanc was stopped (offline-sqlite stops it, copies the index beside the data
-                   and hard-links the newest files there, and starts it again; index-sqlite then backs
-                   that stage up while Orthanc serves); PostgreSQL: a pg_dump of the index while
-                   Orthanc runs, and the files it refers to that the storage pass had not seen;
+                   while Orthanc was stopped or frozen (a whole backup freezes its container, an upgrade's
+                   offline-sqlite stops it; either way the index is copied beside the data and the newest
+                   files hard-linked there before Orthanc goes on; index-sqlite then backs that stage up
+                   while Orthanc serves); PostgreSQL: a pg_dump of the index while Orthanc runs, and the
+                   files it refers to that the storage pass had not seen;
     part=manifest  counts, digest, image, Orthanc version and the snapshots above.
 Every index entry of a backup has its file in the backup: the index part is taken last and carries
 whatever the storage part lacks. Each command prints one JSON object; errors name the problem.
@@ -84,6 +85,10 @@ PG_INVENTORY = (
 )
 # Seconds the PostgreSQL inventory waits for a healthy task of the index's service.
 INVENTORY_WAIT_SECONDS = 30
+# A frozen Orthanc is thawed by a watchdog process after this many seconds if the backup that froze it
+# has not thawed it by then (killed meanwhile, say): Swarm never replaces a paused container. A stage
+# that took longer is discarded (the watchdog thawed Orthanc during the copy).
+FREEZE_LIMIT_SECONDS = 120
 # The dump carries no owners: what it creates must belong to the role Orthanc connects as.
 LOAD_AS_ORTHANC = ["-c", "SET ROLE orthanc", "-f", "-"]
 
@@ -93,7 +98,7 @@ class BackupError(Exception):
 
 
 class ServingAsBefore(BackupError):
-    """The offline step failed with Orthanc serving as before it: never stopped, or started again."""
+    """The offline step failed with Orthanc serving as before it: never stopped, or started or thawed again."""
 
 
 @dataclass
@@ -280,7 +285,8 @@ class Index:
 
 def read_sqlite(data_dir: Path) -> Index:
     """Orthanc's SQLite index in DATA_DIR, read while Orthanc is stopped (it holds the file exclusively while
-    it runs), or its copy staged by the offline step."""
+    it runs), or its copy staged by the offline step (with the write-ahead log beside it when Orthanc was
+    frozen, not stopped: SQLite reads the log's committed transactions, as after a power cut)."""
     path = data_dir / "index"
     if not path.is_file():
         raise BackupError(f"{path}: no SQLite index (is Orthanc's data directory {data_dir}?)")
@@ -389,13 +395,15 @@ def recent_directories(data_dir: Path, since: float) -> Iterator[Path]:
 
 
 def stage_sqlite(data_dir: Path, state: Path) -> dict[str, Any]:
-    """With Orthanc stopped: copy the index into the stage and hard-link there every storage file written
-    since the storage pass began, so that the index step can back them up as they are now while Orthanc
-    runs (and deletes) again. Costs a copy of the index, a look at each storage directory and one at each
-    file of the directories changed since (a new file changes its directory), and a link per file written."""
+    """With Orthanc stopped or frozen: copy the index into the stage and hard-link there every storage file
+    written since the storage pass began, so that the index step can back them up as they are now while
+    Orthanc runs (and deletes) again. Costs a copy of the index, a look at each storage directory and one at
+    each file of the directories changed since (a new file changes its directory), and a link per file
+    written."""
     since = pass_began(state)
     stage, staged = stage_of(data_dir)
-    # Listed now: Orthanc, stopped, has folded its write-ahead log into the index and removed it.
+    # Listed now: Orthanc, stopped, has folded its write-ahead log into the index and removed it; frozen,
+    # it left both as a power cut would, which SQLite recovers from (the log's committed transactions).
     index_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
     staged.mkdir(mode=0o700, parents=True)
     stage.chmod(0o700)
@@ -455,9 +463,9 @@ def offline_sqlite(
     start: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Any]:
-    """The only step of a SQLite backup with Orthanc stopped: STOP it, stage the index (stage_sqlite), then
-    START it (the target image of an upgrade; by default RESUME, the same service again). RESUME also runs
-    when the stage cannot be made. Returns the stage."""
+    """The only step of a SQLite backup with Orthanc not running: STOP it (stop or freeze), stage the index
+    (stage_sqlite), then START it (the target image of an upgrade; by default RESUME, the same service or
+    container again). RESUME also runs when the stage cannot be made. Returns the stage."""
     running_files = [data_dir / name for name in INDEX_FILES if (data_dir / name).is_file()]
     if data_dir / "index" not in running_files:
         raise ServingAsBefore(f"{data_dir / 'index'}: no SQLite index (is Orthanc's data directory {data_dir}?)")
@@ -477,10 +485,11 @@ def offline_sqlite(
     try:
         stop()
         staged = stage_sqlite(data_dir, state)
-    except Exception as error:
+    except BaseException as error:  # a SIGTERM's SystemExit too: Orthanc never stays stopped or frozen
         remove_stage(data_dir)
         resume()
-        raise ServingAsBefore(f"{error}; Orthanc was started again") from error
+        reason = error if isinstance(error, Exception) else f"stopped ({type(error).__name__} {error})"
+        raise ServingAsBefore(f"{reason}; Orthanc was started or thawed again") from error
     (start or resume)()
     stopped = clock() - stopped_at
     _, staged_dir = stage_of(data_dir)
@@ -806,6 +815,45 @@ class StackService:
             self.swarm.scale(self.name, 1)
         except ServiceError as error:
             raise BackupError(str(error)) from error
+
+    def freeze(self) -> Frozen:
+        """The service's healthy task frozen where it stands (docker pause: the cgroup freezer stops every
+        process of the container between two system calls; connections wait, none is refused), with a
+        watchdog that thaws it after FREEZE_LIMIT_SECONDS."""
+        container = self.healthy().container
+        rc, out, err = docker(["docker", "pause", container])
+        if rc != 0:
+            raise BackupError(
+                f"docker pause of {self.name}'s container {container[:12]} failed: {(err or out).strip()}"
+            )
+        watchdog = subprocess.Popen(
+            ["sh", "-c", 'sleep "$1"; exec docker unpause "$2"', "watchdog", str(FREEZE_LIMIT_SECONDS), container],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # outlives this process if it is killed
+        )
+        return Frozen(container, watchdog)
+
+    def thaw(self, frozen: Frozen) -> None:
+        """The container frozen by freeze() running again; BackupError when it was no longer frozen (the
+        watchdog thawed it, so whatever was copied meanwhile was copied while Orthanc ran)."""
+        rc, out, err = docker(["docker", "unpause", frozen.container])
+        frozen.watchdog.kill()
+        frozen.watchdog.wait()
+        if rc != 0:
+            raise BackupError(
+                f"docker unpause of {self.name}'s container {frozen.container[:12]} failed ({(err or out).strip()}): "
+                f"it was frozen for more than {FREEZE_LIMIT_SECONDS} s and thawed by the watchdog, or is gone"
+            )
+
+
+@dataclass
+class Frozen:
+    """A container StackService.freeze() froze, and the watchdog that would thaw it."""
+
+    container: str
+    watchdog: subprocess.Popen[bytes]
 
 
 def docker(argv: list[str]) -> tuple[int, str, str]:

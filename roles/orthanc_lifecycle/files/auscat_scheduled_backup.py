@@ -11,10 +11,11 @@ storage pass and the offline step ran as auscat_backup.py commands): the stage, 
 manifest and the retention policy, as every backup ends.
 
 With the settings the role wrote (backup.json, root only; it names the password file, never the
-password), in one process: the storage files copied while Orthanc runs; with SQLite, Orthanc stopped
-only while the index is copied beside the data and the files that arrived meanwhile are hard-linked
-there, then started again whatever happened, and that stage backed up while it starts; with
-PostgreSQL, the index dumped while Orthanc runs. restic check runs meanwhile, before the manifest
+password), in one process: the storage files copied while Orthanc runs; with SQLite, Orthanc's
+container frozen (docker pause) only while the index is copied beside the data and the files that
+arrived meanwhile are hard-linked there, then thawed whatever happened (a watchdog thaws it if this
+process dies meanwhile), and that stage backed up while it serves; with PostgreSQL, the index dumped
+while Orthanc runs. restic check runs meanwhile, before the manifest
 that makes the backup complete. HTTP availability is watched over that final step (the
 orthanc_availability module's poller), so the manifest records the measured unavailability. Then the
 retention policy (restic forget; prune once every prune_days). The helpers beside
@@ -35,6 +36,7 @@ import datetime
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,9 +75,9 @@ class Service(Protocol):
 
     def healthy(self) -> Any: ...
 
-    def stop(self) -> None: ...
+    def freeze(self) -> Any: ...
 
-    def start(self) -> None: ...
+    def thaw(self, frozen: Any) -> None: ...
 
 
 class Watch(Protocol):
@@ -117,7 +119,7 @@ class AvailabilityWatch:
         while not poller.is_up(self.url):
             if time.monotonic() > deadline:
                 raise backup.BackupError(
-                    f"Orthanc gave no HTTP answer at {self.url} within {self.timeout} s of being started again"
+                    f"Orthanc gave no HTTP answer at {self.url} within {self.timeout} s of running again"
                 )
             sleep(0.1)
 
@@ -192,12 +194,21 @@ def copy(
             then()
         else:
             orthanc = service(settings["service"])
-            say("stopping Orthanc to stage the index")
+            frozen: list[Any] = []
+            say("freezing Orthanc to stage the index")
             try:
-                # Started again, not awaited, whether or not the stage could be made; the stage is
-                # backed up while Orthanc starts.
-                staged = backup.offline_sqlite(data_dir, state, stop=orthanc.stop, resume=orthanc.start)
-                say(f"Orthanc starting again, {staged['stopped_seconds']} s after it was told to stop")
+                # Thawed whether or not the stage could be made; the stage is backed up while Orthanc serves.
+                try:
+                    staged = backup.offline_sqlite(
+                        data_dir,
+                        state,
+                        stop=lambda: frozen.append(orthanc.freeze()),
+                        resume=lambda: frozen and orthanc.thaw(frozen[0]),
+                    )
+                except backup.BackupError:
+                    backup.remove_stage(data_dir)  # a stage copied while Orthanc ran again is no stage
+                    raise
+                say(f"Orthanc thawed {staged['stopped_seconds']} s after it was frozen")
                 index = backup.index_sqlite(repo, data_dir, backup_id, state)
                 then()
             finally:
@@ -352,6 +363,9 @@ def main(argv: list[str]) -> int:
         if missing:
             options.error(f"--record needs {', '.join('--' + name.replace('_', '-') for name in missing)}")
     os.umask(0o077)
+    # Stopped (by cron, systemd or an operator), the backup unwinds as on an error: Orthanc thawed or
+    # started again, its working files removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = datetime.datetime.now(datetime.UTC).isoformat()
     last: Path | None = None
     try:
