@@ -239,6 +239,7 @@ class Run:
         reported = re.search(r"storage pass (\d+) new files \((\d+) bytes added\) in ([0-9.]+) s", output)
         if reported:
             into[f"{key}_new_files"], into[f"{key}_bytes_added"] = int(reported[1]), int(reported[2])
+            into[f"{key}_storage_pass_s"] = float(reported[3])  # restic's own time for the storage files
 
     def restore(self, into: dict[str, Any]) -> None:
         with Availability(self.url) as watch, timed(into, "restore_s"):
