@@ -826,13 +826,17 @@ class StackService:
             raise BackupError(
                 f"docker pause of {self.name}'s container {container[:12]} failed: {(err or out).strip()}"
             )
-        watchdog = subprocess.Popen(
-            ["sh", "-c", 'sleep "$1"; exec docker unpause "$2"', "watchdog", str(FREEZE_LIMIT_SECONDS), container],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,  # outlives this process if it is killed
-        )
+        try:
+            watchdog = subprocess.Popen(
+                ["sh", "-c", 'sleep "$1"; exec docker unpause "$2"', "watchdog", str(FREEZE_LIMIT_SECONDS), container],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,  # outlives this process if it is killed
+            )
+        except OSError:
+            docker(["docker", "unpause", container])  # never frozen without a watchdog
+            raise
         return Frozen(container, watchdog)
 
     def thaw(self, frozen: Frozen) -> None:
