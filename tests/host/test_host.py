@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -80,6 +81,46 @@ def test_image_records_the_fingerprint_of_its_inputs(host, container: str) -> No
     image = host.check_output("docker inspect --format '{{.Config.Image}}' %s", container)
     labels = json.loads(host.check_output("docker image inspect --format '{{json .Config.Labels}}' %s", image))
     assert len(labels.get("org.auscat.inputs", "")) == 16
+
+
+def stack_images(host, target: Target) -> list[str]:
+    """The image of each service of the stack."""
+    return [
+        host.check_output(
+            "docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' %s", name
+        ).split("@")[0]
+        for name in stack_services(target)
+    ]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["orthanc", "postgresql"])
+def test_image_has_no_pending_update_from_its_archives(host, target: Target, index: int) -> None:
+    images = stack_images(host, target)
+    if index >= len(images):
+        pytest.skip("the stack has no PostgreSQL service")
+    # The image's own apt sources (the suite, -updates, -security), read fresh; held pins count too.
+    pending = host.run(
+        "docker run --rm --user 0 --entrypoint sh %s -c "
+        "'apt-get update -qq --error-on=any >/dev/null && apt-get -s --ignore-hold full-upgrade | grep ^Inst || true'",
+        images[index],
+    )
+    assert pending.rc == 0, pending.stderr
+    assert pending.stdout.strip() == "", f"{images[index]} has pending updates:\n{pending.stdout}"
+    sources = host.check_output(
+        "docker run --rm --network none --entrypoint cat %s /etc/apt/sources.list.d/debian.sources", images[index]
+    )
+    assert "-security" in sources
+
+
+def test_image_records_its_package_list_and_its_digest(host, target: Target) -> None:
+    for image in stack_images(host, target):
+        listing = host.check_output(
+            "docker run --rm --network none --entrypoint cat %s /usr/share/auscat/packages.txt", image
+        )
+        labels = json.loads(host.check_output("docker image inspect --format '{{json .Config.Labels}}' %s", image))
+        digest = hashlib.sha256((listing + "\n").encode()).hexdigest()
+        assert labels["org.auscat.packages.sha256"] == digest, image
+        assert len(listing.splitlines()) > 50
 
 
 def test_password_is_absent_from_docker_inspect(host, container: str, target: Target) -> None:

@@ -9,6 +9,7 @@ plus AUSCAT_INVENTORY, AUSCAT_DATA_DIR, AUSCAT_UPGRADE_FROM and AUSCAT_UPGRADE_T
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -51,6 +52,11 @@ def image_of(docker_client: docker.DockerClient, target: Target) -> str:
     return stack.service_image(docker_client, target.service)
 
 
+def release_of(image: str) -> str:
+    """The release an image reference names: its tag without a build's date and serial."""
+    return re.sub(r"\.[0-9]{8}(\.[0-9]+)?$", "", image.rsplit(":", 1)[1])
+
+
 def orthanc_version(orthanc: Orthanc) -> str:
     return orthanc.get("/system").json()["Version"]
 
@@ -89,7 +95,7 @@ def test_stack_starts_on_the_old_tag(
     docker_client, target: Target, orthanc: Orthanc, tags, stored: StoredStudy
 ) -> None:
     old, _ = tags
-    assert image_of(docker_client, target).endswith(f":{old}")
+    assert release_of(image_of(docker_client, target)) == old
     assert orthanc_version(orthanc) == old.split("-")[0]
     assert_study_intact(orthanc, stored)
 
@@ -103,7 +109,7 @@ def test_upgrade_changes_the_version_and_keeps_every_instance(
     downtime = re.search(r"HTTP unavailable for ([0-9.]+) s", output_of(result))
     assert downtime, output_of(result)
     print(f"good upgrade: HTTP unavailable for {downtime.group(1)} s")
-    assert image_of(docker_client, target).endswith(f":{new}")
+    assert release_of(image_of(docker_client, target)) == new
     assert orthanc_version(orthanc) == new.split("-")[0]
     assert_study_intact(orthanc, stored)
     # The backup taken with the switch is complete, recorded as every backup is.
@@ -112,7 +118,7 @@ def test_upgrade_changes_the_version_and_keeps_every_instance(
         restic("dump", "--tag", f"backup={backup_id},part=manifest", "latest", "/auscat-manifest.json").stdout
     )
     assert (manifest["by"], manifest["index_entries_without_file"]) == ("upgrade", []), manifest
-    assert manifest["image"].endswith(f":{old}"), manifest
+    assert release_of(manifest["image"]) == old, manifest
     assert manifest["inventory"]["instances"] == len(orthanc.get("/instances").json())
     assert parts_of(backup_id) == {"storage", "index", "manifest"}
 
@@ -121,7 +127,8 @@ def test_upgrade_to_an_unhealthy_image_rolls_back(
     docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, tags, stored: StoredStudy, tmp_path: Path
 ) -> None:
     _, current = tags
-    name = image_of(docker_client, target).rsplit(":", 1)[0]
+    serving = image_of(docker_client, target)
+    name = serving.rsplit(":", 1)[0]
     dockerfile = f'FROM {name}:{current}\nHEALTHCHECK --interval=5s --start-period=5s --retries=2 CMD ["false"]\n'
     (tmp_path / "Dockerfile").write_text(dockerfile)
     docker_client.images.build(
@@ -130,12 +137,89 @@ def test_upgrade_to_an_unhealthy_image_rolls_back(
 
     result = run_playbook("upgrade.yml", {"orthanc_image_tag": UNHEALTHY_TAG})
     assert result.returncode != 0, output_of(result)
-    assert f"Rolled back to {name}:{current}" in output_of(result), output_of(result)
+    assert f"Rolled back to {serving}" in output_of(result), output_of(result)
     print(re.search(r"HTTP unavailable for .* during the rollback", output_of(result), re.DOTALL).group(0))
-    assert image_of(docker_client, target) == f"{name}:{current}"
+    assert image_of(docker_client, target) == serving
     stack.wait_until_healthy(docker_client, target.service)
     assert orthanc_version(orthanc) == current.split("-")[0]
     assert_study_intact(orthanc, stored)
+
+
+def labels_of(docker_client: docker.DockerClient, image: str) -> dict[str, str]:
+    return docker_client.images.get(image).attrs["Config"]["Labels"] or {}
+
+
+def test_refresh_without_new_updates_keeps_the_running_build(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    serving = image_of(docker_client, target)
+    result = run_playbook("refresh.yml", {"orthanc_image_tag": release_of(serving)})
+    assert result.returncode == 0, output_of(result)
+    assert f"{serving} already has every package update of its archives" in output_of(result), output_of(result)
+    assert image_of(docker_client, target) == serving
+    assert_study_intact(orthanc, stored)
+
+
+def test_refresh_with_an_unreachable_security_archive_fails_naming_it_and_changes_nothing(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, stored: StoredStudy
+) -> None:
+    serving = image_of(docker_client, target)
+    # Nothing listens on port 9 of the build container's own loopback.
+    archive = "http://127.0.0.1:9/debian-security"
+    result = run_playbook(
+        "refresh.yml",
+        {"orthanc_image_tag": release_of(serving), "orthanc_image_debian_security_mirror": archive},
+    )
+    assert result.returncode != 0, output_of(result)
+    assert f"The Debian archive {archive}" in output_of(result), output_of(result)
+    assert "nothing running was changed" in output_of(result), output_of(result)
+    assert image_of(docker_client, target) == serving
+    assert_study_intact(orthanc, stored)
+
+
+def test_refresh_rolls_a_new_build_of_the_same_release_through_the_gate(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, tags, stored: StoredStudy
+) -> None:
+    _, current = tags
+    previous = image_of(docker_client, target)
+    result = run_playbook("refresh.yml", {"orthanc_image_tag": current, "orthanc_image_refresh_force": True})
+    assert result.returncode == 0, output_of(result)
+    refreshed = image_of(docker_client, target)
+    assert refreshed != previous, output_of(result)
+    assert release_of(refreshed) == current
+    assert f"Upgraded {target.service} from {previous} to {refreshed}" in output_of(result), output_of(result)
+    print(re.search(r"HTTP unavailable for [0-9.]+ s", output_of(result)).group(0), "rolling", refreshed)
+    assert orthanc_version(orthanc) == current.split("-")[0]
+    assert_study_intact(orthanc, stored)
+    # The build records its exact package list, in a file and as a label with its digest.
+    listing = docker_client.containers.run(
+        refreshed, entrypoint=["cat", "/usr/share/auscat/packages.txt"], remove=True, network_mode="none"
+    )
+    labels = labels_of(docker_client, refreshed)
+    assert labels["org.auscat.packages.sha256"] == hashlib.sha256(listing).hexdigest()
+    assert labels["org.auscat.release"] == current
+    assert any(line.startswith(b"orthanc ") for line in listing.splitlines())
+
+
+def test_rollback_to_the_previous_build_by_its_tag(
+    docker_client: docker.DockerClient, target: Target, orthanc: Orthanc, tags, stored: StoredStudy
+) -> None:
+    _, current = tags
+    builds = sorted(
+        (image for image in docker_client.images.list(name=image_of(docker_client, target).rsplit(":", 1)[0])
+         if labels_of(docker_client, image.id).get("org.auscat.release") == current),
+        key=lambda image: labels_of(docker_client, image.id)["org.auscat.built"],
+    )  # fmt: skip
+    assert len(builds) >= 2, builds
+    previous = next(tag for tag in builds[-2].tags if release_of(tag) == current and tag.rsplit(":", 1)[1] != current)
+    result = run_playbook("upgrade.yml", {"orthanc_image_tag": previous.rsplit(":", 1)[1]})
+    assert result.returncode == 0, output_of(result)
+    assert image_of(docker_client, target) == previous
+    assert_study_intact(orthanc, stored)
+    # A rollout of the release keeps the build the stack runs.
+    result = run_playbook("site.yml", {"orthanc_image_tag": current})
+    assert result.returncode == 0, output_of(result)
+    assert image_of(docker_client, target) == previous
 
 
 def test_backup_while_ingesting_and_deleting_restores_with_every_file(

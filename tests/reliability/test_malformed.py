@@ -3,6 +3,8 @@
 The corpus (tests/harness/corpus.py, over 200 files derived from the phantoms) goes over
 C-STORE, REST and DICOMweb STOW; requests declaring absurd Content-Lengths go over HTTP.
 Afterwards the same Orthanc process is still serving and a study stored before is intact.
+The CVE-class probes (tests/harness/hostile.py) are each refused by the same process, whose peak
+memory grows by less than PROBE_MEMORY_BOUND_MIB.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import corpus, dicom, stack
+from tests.harness import corpus, dicom, hostile, stack
 from tests.harness.orthanc import Orthanc, Target
 from tests.harness.study import StoredStudy, assert_study_intact, send_study
 
@@ -28,6 +30,8 @@ STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 REFERENCED_SOP_SEQUENCE = "00081199"
 ASSOCIATION_PATIENCE_SECONDS = 120
 DECLARED_LENGTHS = (2**20, 2**31, 2**40, 2**63 - 1, 10**23)
+# An affected Orthanc allocates what the probe declares (4 GiB); a fixed one a few MiB at most.
+PROBE_MEMORY_BOUND_MIB = 64
 
 
 def stow_body(data: bytes) -> bytes:
@@ -144,4 +148,23 @@ def test_every_malformed_file_gets_an_error_and_the_server_keeps_serving(
     assert after is not None, "Orthanc has no healthy task after the corpus"
     assert after.id == container.id, "the Orthanc container was replaced: it crashed"
     assert instances_after == instances_before
+    assert_study_intact(orthanc, good_study)
+
+
+@pytest.mark.parametrize("probe", [probe.__name__ for probe in hostile.PROBES])
+def test_cve_class_probe_is_refused_by_the_same_process_within_its_memory_bound(
+    target: Target, orthanc: Orthanc, docker_client, good_study: StoredStudy, probe: str, record
+) -> None:
+    container = stack.healthy_task_container(docker_client, target.service)
+    assert container is not None
+    instances_before = orthanc.get("/statistics").json()["CountInstances"]
+
+    (result,) = hostile.run(target.url, target.username, target.password, container.id, names=[probe])
+
+    record(f"cve_probe_{probe}", result)
+    assert result["refused"], f"{result['probe']} was not refused: {result['answer']}"
+    assert result["same_process"], f"{result['probe']}: the Orthanc process did not survive ({result['answer']})"
+    assert result["peak_growth_mib"] < PROBE_MEMORY_BOUND_MIB, result
+    assert stack.healthy_task_container(docker_client, target.service).id == container.id
+    assert orthanc.get("/statistics").json()["CountInstances"] == instances_before
     assert_study_intact(orthanc, good_study)
