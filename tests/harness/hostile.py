@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import docker
+import docker.errors
 import requests
 from pydicom.dataset import Dataset
 
@@ -184,16 +186,8 @@ PROBES: tuple[Callable[[str, requests.Session, str, str], Answer], ...] = (
 )
 
 
-def docker_errors():
-    import docker.errors  # only where the engine is at hand
-
-    return docker.errors
-
-
 def container_pid(container: str) -> int:
     """The host PID of the container's main process (Orthanc: the entrypoint execs it); 0 once it has ended."""
-    import docker
-
     return int(docker.from_env().containers.get(container).attrs["State"]["Pid"])
 
 
@@ -214,7 +208,7 @@ def run(
         time.sleep(settle_seconds)
         try:
             after = Process.of(container_pid(container))
-        except docker_errors().NotFound:  # the container is gone: an outcome to report
+        except docker.errors.NotFound:  # the container is gone: an outcome to report
             after = None
         alive = after is not None and before is not None and (after.pid, after.started) == (before.pid, before.started)
         results.append(
