@@ -191,6 +191,18 @@ class Engine:
         except ValueError as exc:
             raise BuildsError(f"`docker image inspect` printed no JSON: {exc}") from exc
 
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        """One image's inspection, or an empty dict when the host does not have it (pruned, or pulled elsewhere)."""
+        rc, out, err = self.run([self.docker, "image", "inspect", ref])
+        if rc != 0:
+            if "no such image" in (err + out).lower():
+                return {}
+            raise BuildsError(f"`docker image inspect {ref}` failed with rc {rc}: {(err or out).strip()}")
+        try:
+            return json.loads(out)[0]
+        except (ValueError, LookupError) as exc:
+            raise BuildsError(f"`docker image inspect {ref}` printed no image: {exc!r}") from exc
+
     def service_image(self, service: str) -> str:
         """The image (no digest) of the service's spec, or '' when there is no such service."""
         rc, out, _ = self.run([self.docker, "service", "inspect", "--format", "{{json .Spec.TaskTemplate}}", service])
@@ -215,8 +227,7 @@ def survey(engine: Engine, name: str, release: str, inputs: str, service: str, n
     running: Build | None = None
     image = engine.service_image(service) if service else ""
     if image:
-        found = engine.inspect_images([image])
-        running = build_from(image, found[0], now) if found else build_from(image, {}, now)
+        running = build_from(image, engine.inspect_image(image), now)
 
     if running is not None and running.release == release and BUILD_TAG.match(running.tag):
         reuse = running.ref

@@ -12,9 +12,14 @@ TIMEOUT_SECONDS = 1200
 
 
 def run_playbook(
-    playbook: str, extra_vars: dict | None = None, vars_file: Path | None = None, verbosity: int = 0
+    playbook: str,
+    extra_vars: dict | None = None,
+    vars_file: Path | None = None,
+    verbosity: int = 0,
+    tags: str = "",
 ) -> subprocess.CompletedProcess:
-    """ansible-playbook playbooks/<playbook>; output in .stdout/.stderr, never raises on failure.
+    """ansible-playbook playbooks/<playbook> (only the tasks of ``tags`` when given); output in .stdout/.stderr,
+    never raises on failure.
 
     Secrets go in ``vars_file`` (passed as -e @file), never in ``extra_vars`` (the command line)."""
     inventory = os.environ.get("AUSCAT_INVENTORY")
@@ -31,6 +36,8 @@ def run_playbook(
         command += ["-e", json.dumps(extra_vars)]
     if vars_file:
         command += ["-e", f"@{vars_file}"]
+    if tags:
+        command += ["--tags", tags]
     if verbosity:
         command.append("-" + "v" * verbosity)
     return subprocess.run(

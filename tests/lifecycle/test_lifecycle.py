@@ -216,10 +216,14 @@ def test_rollback_to_the_previous_build_by_its_tag(
     assert result.returncode == 0, output_of(result)
     assert image_of(docker_client, target) == previous
     assert_study_intact(orthanc, stored)
-    # A rollout of the release keeps the build the stack runs.
-    result = run_playbook("site.yml", {"orthanc_image_tag": current})
+    # A rollout of the release keeps the build the stack runs, and warns when it is older than allowed.
+    result = run_playbook("site.yml", {"orthanc_image_tag": current, "orthanc_image_max_age_days": 0})
     assert result.returncode == 0, output_of(result)
     assert image_of(docker_client, target) == previous
+    assert re.search(
+        rf"WARNING: {re.escape(previous)} was built [0-9.]+ days ago .* more than orthanc_image_max_age_days \(0\)",
+        output_of(result),
+    ), output_of(result)
 
 
 def test_backup_while_ingesting_and_deleting_restores_with_every_file(
