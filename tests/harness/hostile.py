@@ -73,7 +73,7 @@ def _status_line(reply: requests.Response) -> str:
     return f"HTTP {reply.status_code}"
 
 
-def _raw_post(url: str, username: str, password: str, path: str, headers: dict[str, str], body: bytes) -> str:
+def raw_post(url: str, username: str, password: str, path: str, headers: dict[str, str], body: bytes) -> str:
     """Send a hand-made POST and return the status line (or what became of the connection)."""
     parsed = urlparse(url)
     credentials = base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -97,7 +97,7 @@ def gzip_bomb(url: str, session: requests.Session, username: str, password: str)
     """A kilobyte of gzip whose trailer (ISIZE) declares just under 4 GiB of content."""
     body = bytearray(gzip.compress(b"\0" * 1024))
     body[-4:] = struct.pack("<I", FORGED_SIZE)
-    line = _raw_post(
+    line = raw_post(
         url,
         username,
         password,
@@ -110,7 +110,7 @@ def gzip_bomb(url: str, session: requests.Session, username: str, password: str)
 
 def huge_content_length(url: str, session: requests.Session, username: str, password: str) -> Answer:
     """A kilobyte behind a Content-Length of 4 GiB, then the sending side closed."""
-    line = _raw_post(
+    line = raw_post(
         url,
         username,
         password,

@@ -9,9 +9,7 @@ memory grows by less than PROBE_MEMORY_BOUND_MIB.
 
 from __future__ import annotations
 
-import base64
 import collections
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -79,20 +77,8 @@ def send(case: corpus.Case, route: str, target: Target, orthanc: Orthanc, path: 
 
 def declared_length_answer(target: Target, path: str, length: int, content_type: str) -> str:
     """POST a kilobyte while declaring ``length`` bytes, close the sending side, return the status line."""
-    url = requests.utils.urlparse(target.url)
-    credentials = base64.b64encode(f"{target.username}:{target.password}".encode()).decode()
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {url.hostname}\r\nAuthorization: Basic {credentials}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
-    )
-    with socket.create_connection((url.hostname, url.port or 80), timeout=60) as connection:
-        connection.sendall(head.encode() + b"\0" * 1024)
-        connection.shutdown(socket.SHUT_WR)
-        try:
-            answer = connection.recv(256)
-        except OSError:
-            answer = b""
-    return answer.split(b"\r\n", 1)[0].decode(errors="replace") or "(connection closed, no answer)"
+    headers = {"Content-Type": content_type, "Content-Length": str(length)}
+    return hostile.raw_post(target.url, target.username, target.password, path, headers, b"\0" * 1024)
 
 
 @pytest.fixture(scope="module")
