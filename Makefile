@@ -12,10 +12,12 @@ LONG_LOAD_SECONDS ?= 600
 BENCH_ARGS ?=
 # Options of `make lifecycle-bench`, e.g. LIFECYCLE_BENCH_ARGS="--quick" (python -m tests.bench.lifecycle --help).
 LIFECYCLE_BENCH_ARGS ?=
+# Options of `make access-bench`, e.g. ACCESS_BENCH_ARGS="--quick" (python -m tests.bench.access --help).
+ACCESS_BENCH_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv site test lint unit molecule reliability bench lifecycle-bench clean-venv
+.PHONY: help venv site test lint unit molecule reliability bench lifecycle-bench access-bench clean-venv
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
@@ -26,6 +28,7 @@ help:
 	@echo "make reliability  the reliability scenario with $(LONG_CRASH_TRIALS) crash trials and $(LONG_LOAD_SECONDS) s of load"
 	@echo "make bench      benchmark deployed vs stock vs bare Orthanc into build/bench (BENCH_ARGS=--quick: a smoke run)"
 	@echo "make lifecycle-bench  backup, restore, inventory and upgrade cost against archive size into build/lifecycle-bench"
+	@echo "make access-bench  REST ingest and reads with the HTTP access filter on vs off into build/access-bench"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +70,11 @@ bench: venv
 # tar backup side by side (python -m tests.bench.lifecycle --help); its own stacks, removed at the end.
 lifecycle-bench: venv
 	$(BIN)/python -m tests.bench.lifecycle $(LIFECYCLE_BENCH_ARGS)
+
+# Not part of `make test`: REST ingest and reads with the HTTP access filter on vs off, side by side
+# (python -m tests.bench.access --help); its own two stacks, removed at the end.
+access-bench: venv
+	$(BIN)/python -m tests.bench.access $(ACCESS_BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

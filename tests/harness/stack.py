@@ -87,6 +87,16 @@ def healthy_task_container(client: docker.DockerClient, service: str):
     return containers[0] if len(containers) == 1 else None
 
 
+def task_logs(client: docker.DockerClient, service: str) -> bytes:
+    """The logs of every task container of a service still on this host, oldest container first.
+
+    Read per container: ``docker service logs`` can hang on a long log (moby/moby#38640).
+    """
+    containers = client.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={service}"})
+    containers.sort(key=lambda container: container.attrs["Created"])
+    return b"".join(container.logs(stdout=True, stderr=True) for container in containers)
+
+
 def wait_until_healthy(client: docker.DockerClient, service: str, not_container: str | None = None) -> str:
     """Wait for one healthy task container (other than ``not_container``); returns its id."""
     deadline = time.monotonic() + HEALTH_TIMEOUT_SECONDS

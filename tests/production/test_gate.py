@@ -11,6 +11,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests.harness import phantoms, stack
+from tests.harness.audit import audit_file, instance_lines
 from tests.harness.orthanc import TIMEOUT_SECONDS, Orthanc, Target
 
 STOW_BOUNDARY = "auscat-gate-probe"
@@ -45,6 +46,9 @@ def test_identifiable_instance_is_refused_over_c_store(
     assert code == 1, output  # the association was accepted and the store failed
     assert f"a700 {dataset.SOPInstanceUID}" in output, output
     assert_not_stored(orthanc, dataset)
+    refused = instance_lines(str(dataset.SOPInstanceUID))
+    assert [(line["origin"], line["decision"]) for line in refused] == [("C-STORE", "refused")], refused
+    assert refused[0]["why"].startswith("identifying attribute") or "PatientIdentityRemoved" in refused[0]["why"]
 
 
 @pytest.mark.parametrize("kind", ["unmarked", "address"])
@@ -83,6 +87,11 @@ def test_refusal_is_logged_with_uid_and_rule_never_the_value(
     logs = container.logs().decode(errors="replace")
     assert f"auscat: refused REST instance {dataset.SOPInstanceUID}: identifying attribute PatientAddress" in logs
     assert "Example Street" not in logs
+    refused = instance_lines(str(dataset.SOPInstanceUID))
+    assert [(line["origin"], line["user"]) for line in refused] == [("REST", target.username)], refused
+    assert refused[0]["why"].startswith("identifying attribute PatientAddress"), refused
+    assert refused[0]["client"]
+    assert "Example Street" not in audit_file().read_text()
 
 
 def test_de_identified_instance_is_stored_over_rest(target: Target, orthanc: Orthanc, phantom_cleanup: list) -> None:

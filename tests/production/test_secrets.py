@@ -17,6 +17,7 @@ import requests
 from tests.harness import stack
 from tests.harness.orthanc import TIMEOUT_SECONDS, Target
 from tests.harness.playbook import run_playbook
+from tests.production.conftest import scenario_passwords
 
 CHUNK = 1 << 20
 
@@ -34,12 +35,14 @@ def secret_names(client: docker.DockerClient, target: Target) -> list[str]:
 
 
 def rollout_with_password(tmp_path: Path, target: Target, password: str | None) -> subprocess.CompletedProcess:
-    """site.yml at verbosity -v; with ``password``, the vault's user gets it (from a 0600 vars file)."""
+    """site.yml at verbosity -v; with ``password``, the probes' user gets it (from a 0600 vars file), the other
+    users keep theirs."""
     if password is None:
         return run_playbook("site.yml", verbosity=1)
     extra = tmp_path / "users.json"
     extra.touch(mode=0o600)
-    extra.write_text(json.dumps({"vault_orthanc_registered_users": {target.username: password}}))
+    users = {**scenario_passwords(), target.username: password}
+    extra.write_text(json.dumps({"vault_orthanc_registered_users": users}))
     return run_playbook("site.yml", vars_file=extra, verbosity=1)
 
 
@@ -84,10 +87,7 @@ def test_password_is_absent_from_ansible_output(changed_password: dict, target: 
 
 
 def test_password_is_absent_from_orthanc_logs(docker_client: docker.DockerClient, target: Target) -> None:
-    logs = subprocess.run(
-        ["docker", "service", "logs", "--raw", target.service], capture_output=True, timeout=120, check=True
-    )
-    text = logs.stdout + logs.stderr
+    text = stack.task_logs(docker_client, target.service)
     assert len(text) > 0
     assert b"auscat: plugin loaded" in text
     assert target.password.encode() not in text

@@ -88,3 +88,13 @@ def test_unknown_keyword_is_named() -> None:
 def test_default_list_holds_only_dicom_keywords() -> None:
     tags = auscat_anonymity.identifying_tags(auscat_anonymity.DEFAULT_IDENTIFYING_ATTRIBUTES)
     assert len(tags) == len(auscat_anonymity.DEFAULT_IDENTIFYING_ATTRIBUTES)
+
+
+@pytest.mark.parametrize("rules", [GATE, auscat_rules.Rules(), auscat_rules.Rules(integrity=False)])
+def test_a_file_that_may_be_stored_gives_its_sop_instance_uid(study: phantoms.Study, rules: auscat_rules.Rules) -> None:
+    dataset = study.datasets[0]
+    assert rules.check(phantoms.part10(dataset)) == str(dataset.SOPInstanceUID)
+
+
+def test_an_unreadable_file_with_no_rule_on_has_no_uid_and_is_not_refused() -> None:
+    assert auscat_rules.Rules(integrity=False).check(b"not DICOM") == ""

@@ -199,6 +199,7 @@ def test_production_configuration_is_valid() -> None:
         ({"LimitFindResults": 0}, "LimitFindResults must be a positive number"),
         ({"LimitFindInstances": None}, "LimitFindInstances must be a positive number"),
         ({"DicomModalities": {}}, "DicomModalities is empty"),
+        ({"AusCAT": {"Profile": "production", "AccessControl": False}}, "AusCAT.AccessControl must be true"),
     ],
 )
 def test_production_refuses_weak_settings(override: dict, message: str) -> None:

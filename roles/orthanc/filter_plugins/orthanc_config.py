@@ -50,6 +50,33 @@ def orthanc_modalities(modalities: dict[str, dict[str, Any]]) -> dict[str, dict[
     }
 
 
+def orthanc_user_problems(users: list[dict[str, Any]], registered: dict[str, str]) -> list[str]:
+    """What is wrong with orthanc_users against orthanc_registered_users, naming the user.
+
+    Role names are checked by the image's configuration check, which reads the role table."""
+    names = [str(user.get("name", "")) for user in users]
+    problems = [f"user {name!r} is listed more than once" for name in dict.fromkeys(names) if names.count(name) > 1]
+    problems += [
+        f"user {name!r} has no password in orthanc_registered_users"
+        for name in dict.fromkeys(names)
+        if name not in registered
+    ]
+    problems += [f"user {name!r} of orthanc_registered_users has no role" for name in registered if name not in names]
+    if users and not any(user.get("role") == "admin" for user in users):
+        problems.append("no user has the role 'admin': nobody could administer the server")
+    return problems
+
+
+def orthanc_roles(users: list[dict[str, Any]]) -> dict[str, str]:
+    """AusCAT.Roles: each user's role."""
+    return {str(user["name"]): str(user["role"]) for user in users}
+
+
 class FilterModule:
     def filters(self) -> dict:
-        return {"orthanc_modality_problems": orthanc_modality_problems, "orthanc_modalities": orthanc_modalities}
+        return {
+            "orthanc_modality_problems": orthanc_modality_problems,
+            "orthanc_modalities": orthanc_modalities,
+            "orthanc_user_problems": orthanc_user_problems,
+            "orthanc_roles": orthanc_roles,
+        }

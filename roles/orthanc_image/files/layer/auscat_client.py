@@ -1,4 +1,4 @@
-"""Talk to the Orthanc in this container over loopback, as its first registered user.
+"""Talk to the Orthanc in this container over loopback, as its first registered admin.
 
 Credentials come from the merged configuration written by the entrypoint, never
 from the stack file or the environment, so they do not show in ``docker inspect``.
@@ -13,6 +13,8 @@ import ssl
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from auscat_access import ADMIN, Access
 
 MERGED_CONFIG = Path(os.environ.get("AUSCAT_MERGED_CONFIG", "/run/auscat/orthanc.json"))
 TIMEOUT_SECONDS = 30
@@ -36,9 +38,10 @@ class Client:
         self.timeout = timeout
         self.authorization: str | None = None
         users = config.get("RegisteredUsers") or {}
-        if config.get("AuthenticationEnabled", True) and users:
-            user, password = next(iter(users.items()))
-            self.authorization = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        admins = [user for user in users if Access.from_config(config).role_of(user) == ADMIN]
+        if config.get("AuthenticationEnabled", True) and admins:
+            user = admins[0]
+            self.authorization = "Basic " + base64.b64encode(f"{user}:{users[user]}".encode()).decode()
         self.context = pinned_context(config) if scheme == "https" else None
 
     @classmethod
@@ -52,7 +55,10 @@ class Client:
         return request
 
     def call(self, method: str, path: str, body: Any = None) -> bytes:
-        data = None if body is None else json.dumps(body).encode()
+        return self.send(method, path, None if body is None else json.dumps(body).encode())
+
+    def send(self, method: str, path: str, data: bytes | None = None) -> bytes:
+        """One request with ``data`` as its body, as it is; the answer's body."""
         with urllib.request.urlopen(  # noqa: S310 - fixed http(s) URL
             self.request(method, path, data), timeout=self.timeout, context=self.context
         ) as reply:

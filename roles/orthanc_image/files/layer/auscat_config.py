@@ -33,7 +33,7 @@ POSTGRESQL_SECTION = "PostgreSQL"
 POSTGRESQL_INDEX_PLUGIN = "/usr/share/orthanc/plugins/libOrthancPostgreSQLIndex.so"
 POSTGRESQL_REQUIRED = {"Host": str, "Port": int, "Database": str, "Username": str, "Password": str}
 LAYER_SECTION = "AusCAT"
-LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck", "AnonymisationGate")
+LAYER_BOOLEAN_SETTINGS = ("IntegrityCheck", "AnonymisationGate", "AccessControl")
 PROFILES = ("simulation", "production")
 
 # The production profile: settings of the Orthanc Book's "Securing Orthanc" that must hold,
@@ -165,6 +165,7 @@ def validate(config: dict[str, Any], source: str) -> None:
         problems.append("AuthenticationEnabled is true but RegisteredUsers is empty: nobody could log in")
     if config.get("RemoteAccessAllowed", False) and not config.get("AuthenticationEnabled", True):
         problems.append("RemoteAccessAllowed is true but AuthenticationEnabled is false: anyone could read the archive")
+    problems.extend(roles_problems(config, users))
     if profile(config) == "production":
         problems.extend(production_problems(config, users))
 
@@ -193,6 +194,10 @@ def layer_section_problems(section: Any) -> list[str]:
     wait = section.get("IndexWaitSeconds", 0)
     if not isinstance(wait, (int, float)) or isinstance(wait, bool) or wait < 0:
         problems.append(f"{LAYER_SECTION}.IndexWaitSeconds must be a number of seconds, not {wait!r}")
+    for key, kind in (("AuditMaxMegabytes", (int, float)), ("AuditFiles", (int,))):
+        value = section.get(key, 1)
+        if not isinstance(value, kind) or isinstance(value, bool) or value <= 0:
+            problems.append(f"{LAYER_SECTION}.{key} must be a positive number, not {value!r}")
     if section.get("Profile", "simulation") not in PROFILES:
         problems.append(f"{LAYER_SECTION}.Profile must be one of {', '.join(PROFILES)}, not {section['Profile']!r}")
     if "IdentifyingAttributes" in section:
@@ -206,6 +211,36 @@ def layer_section_problems(section: Any) -> list[str]:
                 auscat_anonymity.identifying_tags(keywords)
             except ValueError as error:
                 problems.append(f"{LAYER_SECTION}.IdentifyingAttributes: {error}")
+    return problems
+
+
+def roles_problems(config: dict[str, Any], users: dict[str, str]) -> list[str]:
+    """Problems of "AusCAT": {"Roles": {user: role}} against RegisteredUsers and auscat_access.ROLES."""
+    import auscat_access
+
+    section = config.get(LAYER_SECTION, {})
+    if not isinstance(section, dict) or "Roles" not in section:
+        return []
+    roles = section["Roles"]
+    if section.get("AccessControl", True) is False:
+        return [f"{LAYER_SECTION}.Roles needs AccessControl: with AccessControl false no role would be enforced"]
+    known = ", ".join(auscat_access.ROLES)
+    if not isinstance(roles, dict) or not all(isinstance(role, str) for role in roles.values()):
+        return [f"{LAYER_SECTION}.Roles must be an object of user names to roles ({known})"]
+    problems = [
+        f"{LAYER_SECTION}.Roles: user {user!r} has the unknown role {role!r} (known: {known})"
+        for user, role in roles.items()
+        if role not in auscat_access.ROLES
+    ]
+    where = f"{LAYER_SECTION}.Roles"
+    problems += [f"{where}: user {user!r} has no password in RegisteredUsers" for user in roles if user not in users]
+    problems += [f"{where}: user {user!r} of RegisteredUsers has no role" for user in users if user not in roles]
+    if auscat_access.ADMIN not in roles.values():
+        problems.append(f"{where} gives no user the role {auscat_access.ADMIN!r}: nobody could administer")
+    if not config.get("AuthenticationEnabled", True):
+        problems.append(
+            f"{LAYER_SECTION}.Roles needs AuthenticationEnabled: without it the user of a request is not checked"
+        )
     return problems
 
 
@@ -270,6 +305,9 @@ def production_problems(config: dict[str, Any], users: dict[str, str]) -> list[s
         problem = password_problem(str(index.get("Username", "")), index["Password"])
         if problem is not None:
             problems.append(f"{POSTGRESQL_SECTION}: {problem.replace('user', 'database user', 1)}")
+    layer = config.get(LAYER_SECTION, {})
+    if isinstance(layer, dict) and layer.get("AccessControl", True) is False:
+        problems.append(f"{LAYER_SECTION}.AccessControl must be true in production: HTTP requests are audited")
     modalities = config.get("DicomModalities", {})
     if not isinstance(modalities, dict) or not modalities:
         problems.append("DicomModalities is empty: in production only listed senders (CTP) may store")

@@ -101,6 +101,15 @@ def read(data: bytes) -> pydicom.Dataset:
         raise Refusal(f"unreadable DICOM file ({type(error).__name__})") from None
 
 
+def sop_instance_uid(data: bytes) -> str:
+    """The SOPInstanceUID of a Part 10 file, read up to that attribute only; "" when it cannot be read."""
+    try:
+        dataset = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    except (InvalidDicomError, ValueError, EOFError, OSError, KeyError, TypeError):
+        return ""
+    return str(dataset.get("SOPInstanceUID", ""))
+
+
 def _positive_int(dataset: pydicom.Dataset, keyword: str, default: int | None = None) -> int:
     value = dataset.get(keyword, default)
     try:

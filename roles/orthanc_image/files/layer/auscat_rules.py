@@ -36,16 +36,20 @@ class Rules:
             identifying=auscat_anonymity.identifying_tags(keywords),
         )
 
-    def check(self, data: bytes) -> None:
-        """Raise Refusal, naming the rule and the SOPInstanceUID, when the file must not be stored."""
+    def check(self, data: bytes) -> str:
+        """Raise Refusal, naming the rule and the SOPInstanceUID, when the file must not be stored.
+
+        Returns the SOPInstanceUID of a file that may be stored ("" when it cannot be read and no rule is on).
+        """
         if self.integrity:
             dataset = auscat_integrity.check(data)
         elif self.anonymisation:
             dataset = auscat_integrity.read(data)
         else:
-            return
+            return auscat_integrity.sop_instance_uid(data)
         if self.anonymisation:
             auscat_anonymity.check(dataset, self.identifying)
+        return str(dataset.get("SOPInstanceUID", ""))
 
     def describe(self) -> str:
         gate = f"on, {len(self.identifying)} identifying attributes" if self.anonymisation else "off"

@@ -5,6 +5,10 @@
     roundtrip           create an instance through REST, read it back, compare, delete it
     scan                apply the layer's rules, with the anonymisation gate on, to every stored
                         instance and list those that would be refused today (exit status 3)
+    audit --resource ID       who accessed a patient, study, series or instance (Orthanc ID or DICOM UID),
+                              its parts or the resources it is part of, from the audit trail
+    audit --user NAME [--since T] [--until T]
+                              what a user downloaded between two times (ISO 8601, UTC)
 
 Inventory, attachments and scan read Orthanc's index a thousand instances per request
 (/tools/find with the attachments in the answer), never one request per instance; the
@@ -26,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import auscat_audit
 from auscat_client import MERGED_CONFIG, Client
 from auscat_rules import Refusal, Rules
 
@@ -185,6 +190,50 @@ def scan(client: Client, config: dict[str, Any], rules: Rules) -> dict[str, Any]
     return {"scanned": scanned, "refused": len(findings), "rules": rules.describe(), "instances": findings}
 
 
+CHILDREN = {"patients": ("studies", "series", "instances"), "studies": ("series", "instances"),
+            "series": ("instances",), "instances": ()}  # fmt: skip
+PARENTS = {"studies": ("ParentPatient",), "series": ("ParentStudy", "ParentPatient"),
+           "instances": ("ParentSeries", "ParentStudy", "ParentPatient")}  # fmt: skip
+UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+LEVEL_NAMES = {"patients": "patient", "studies": "study", "series": "series", "instances": "instance"}
+
+
+def related(client: Client, resource: str) -> tuple[dict[str, str], set[str], set[str]]:
+    """The resource a name (Orthanc ID or DICOM UID) designates, with the Orthanc IDs and DICOM UIDs of its
+    parts and of the resources it is part of (a patient's archive holds its studies). A resource no longer
+    in the index (deleted) is matched by its name alone."""
+    ids, uids = {resource}, {resource}
+    if resource.replace(".", "").isdigit():  # a DICOM UID: the resource Orthanc has under it, if any
+        for match in json.loads(client.send("POST", "/tools/lookup", resource.encode()) or b"[]"):
+            resource = match["ID"]
+            ids.add(resource)
+            break
+    for level in CHILDREN:
+        try:
+            described = client.json("GET", f"/{level}/{resource}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                continue
+            raise
+        for child in CHILDREN[level]:
+            for part in client.json("GET", f"/{level}/{resource}/{child}"):
+                ids.add(part["ID"])
+                uids.update(part.get("MainDicomTags", {}).get(tag, "") for tag in UID_TAGS)
+        ids.update(described[key] for key in PARENTS.get(level, ()) if key in described)
+        uids.update(described.get("MainDicomTags", {}).get(tag, "") for tag in UID_TAGS)
+        uids.discard("")
+        return {"level": LEVEL_NAMES[level], "id": resource}, ids, uids
+    return {"level": "not in the index", "id": resource}, ids, uids
+
+
+def audit(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    lines = auscat_audit.read_lines()
+    if args.resource:
+        described, ids, uids = related(client, args.resource)
+        return {"resource": described, **auscat_audit.who_accessed(lines, ids, uids)}
+    return auscat_audit.downloads_of(lines, args.user, args.since, args.until)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auscat-tool", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,6 +242,12 @@ def main(argv: list[str]) -> int:
     sub.add_parser("attachments")
     sub.add_parser("roundtrip")
     sub.add_parser("scan")
+    audit_parser = sub.add_parser("audit")
+    asked = audit_parser.add_mutually_exclusive_group(required=True)
+    asked.add_argument("--resource", help="Orthanc ID or DICOM UID of a patient, study, series or instance")
+    asked.add_argument("--user", help="a user of RegisteredUsers")
+    audit_parser.add_argument("--since", default="", help="ISO 8601 UTC time or date, inclusive")
+    audit_parser.add_argument("--until", default="", help="ISO 8601 UTC time or date, exclusive")
     args = parser.parse_args(argv)
     try:
         config = json.loads(MERGED_CONFIG.read_text(encoding="utf-8"))
@@ -204,6 +259,8 @@ def main(argv: list[str]) -> int:
             return 0
         elif args.command == "roundtrip":
             result = roundtrip(client)
+        elif args.command == "audit":
+            result = audit(client, args)
         else:
             result = scan(client, config, Rules.from_config(config))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
