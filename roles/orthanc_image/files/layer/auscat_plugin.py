@@ -12,7 +12,9 @@ when the user's role lists the method and path (``auscat_access``), and writes t
 (``auscat_audit``). A failure inside the filter denies the request (403) rather than letting it through.
 Every instance stored or refused leaves an audit line too: a stored one with the calling AE, address and user
 Orthanc recorded for it, a refused one with the rule, and with the user and address of the HTTP request that
-carried it (the filter runs in the same thread just before). Orthanc Explorer gets a banner that shows a refused
+carried it (the filter runs in the same thread just before). What one callback leaves for the next is kept per
+operating-system thread: the plugin gives each call a fresh Python thread state, so ``threading.local`` would
+forget it between two callbacks. Orthanc Explorer gets a banner that shows a refused
 request (``auscat_explorer.js``).
 
 The callbacks call nothing in Orthanc but its log and the instance handed to them: this plugin version keeps Python's
@@ -39,21 +41,23 @@ CONFIG = json.loads(orthanc.GetConfiguration())
 RULES = Rules.from_config(CONFIG)
 ACCESS = Access.from_config(CONFIG)
 AUDIT = AuditTrail.from_config(CONFIG)
-# Per Orthanc thread: the HTTP request being served, and the SOPInstanceUID the rules read before the store.
-CURRENT = threading.local()
+# Per Orthanc thread (threading.get_ident): the HTTP request being served, and the SOPInstanceUID the rules read
+# before the store. One entry per thread Orthanc has, overwritten by the thread's next request or instance.
+REQUESTS: dict[int, tuple[str, str]] = {}
+SOP_INSTANCE_UIDS: dict[int, str] = {}
 
 
 def http_request(route: str) -> tuple[str, str]:
     """The user and client address of the HTTP request this thread serves; none for a C-STORE."""
-    return ("", "") if route == "C-STORE" else getattr(CURRENT, "request", ("", ""))
+    return ("", "") if route == "C-STORE" else REQUESTS.get(threading.get_ident(), ("", ""))
 
 
 def on_received_instance(data: bytes, origin) -> tuple:
     """Keep an instance as it is, or make its store fail."""
     route = ORIGINS.get(int(origin), "unknown")
-    CURRENT.sop_instance_uid = ""
+    SOP_INSTANCE_UIDS[threading.get_ident()] = ""
     try:
-        CURRENT.sop_instance_uid = RULES.check(data)
+        SOP_INSTANCE_UIDS[threading.get_ident()] = RULES.check(data)
     except Refusal as refused:
         uid = refused.sop_instance_uid or "(no SOPInstanceUID)"
         orthanc.LogWarning(f"auscat: refused {route} instance {uid}: {refused.rule}")
@@ -76,7 +80,7 @@ def on_stored_instance(instance, instance_id: str) -> None:
         instance_line(
             "stored",
             route,
-            getattr(CURRENT, "sop_instance_uid", ""),
+            SOP_INSTANCE_UIDS.get(threading.get_ident(), ""),
             instance_id=instance_id,
             calling_aet=(instance.GetInstanceRemoteAet() or "") if route == "C-STORE" else "",
             called_aet=metadata["CalledAET"],
@@ -91,8 +95,9 @@ def on_http_request(uri: str, **request) -> bool:
     method = METHODS.get(int(request.get("method", 0)), "OTHER")
     try:
         decision = ACCESS.decide(method, uri, request.get("headers") or {})
-        CURRENT.request = (decision.user, str(request.get("ip", "")))
-        AUDIT.write(http_line(decision, method, uri, CURRENT.request[1]))
+        client = str(request.get("ip", ""))
+        REQUESTS[threading.get_ident()] = (decision.user, client)
+        AUDIT.write(http_line(decision, method, uri, client))
     except Exception as error:  # any failure denies, and Orthanc needs a bool back
         orthanc.LogError(f"auscat: access filter failed on {method} {uri}, denied: {error!r}")
         return False
