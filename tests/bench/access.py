@@ -26,7 +26,6 @@ import dataclasses
 import datetime
 import http.client
 import json
-import os
 import secrets
 import statistics
 import sys
@@ -47,17 +46,6 @@ GOAL_RATIO = 0.90
 
 def say(message: str) -> None:
     print(message, flush=True)
-
-
-def write_vars_file(password: str) -> Path:
-    """The playbook's -e @file with the three users' password, readable by root only."""
-    directory = WORK_ROOT / "secrets"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / "users.json"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        json.dump({"orthanc_registered_users": dict.fromkeys((ADMIN, UPLOADER, READER), password)}, stream)
-    return path
 
 
 class Reader:
@@ -185,7 +173,7 @@ def main(argv: list[str]) -> int:
     }
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(remove_tree, WORK_ROOT)
-        vars_file = write_vars_file(password)
+        vars_file = stack.write_users_file(WORK_ROOT / "secrets", dict.fromkeys((ADMIN, UPLOADER, READER), password))
         servers = {}
         for name in SERVERS:
             item = stack.Stack.for_backend(name)

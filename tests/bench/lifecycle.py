@@ -378,16 +378,6 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def write_vars_file(password: str) -> Path:
-    directory = WORK_ROOT / "secrets"
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = directory / "users.json"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        json.dump({"orthanc_registered_users": {USERNAME: password}}, stream)
-    return path
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m tests.bench.lifecycle",
@@ -422,7 +412,7 @@ def main(argv: list[str]) -> int:
     }
     started = time.monotonic()
     try:
-        vars_file = write_vars_file(password)
+        vars_file = stack.write_users_file(WORK_ROOT / "secrets", {USERNAME: password})
         for backend in args.backends:
             bench = Run(backend, vars_file, password, logs)
             try:

@@ -22,6 +22,16 @@ SECRET_LABEL = "org.auscat.stack"  # noqa: S105 - a label name, not a password
 MERGED_CONFIG = "/run/auscat/orthanc.json"
 
 
+def write_users_file(directory: Path, passwords: dict[str, str]) -> Path:
+    """The playbook's -e @file with the users' passwords (orthanc_registered_users), readable by root only."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / "users.json"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+        json.dump({"orthanc_registered_users": passwords}, stream)
+    return path
+
+
 @dataclass(frozen=True)
 class Stack:
     """A stack as its inventory describes it."""
