@@ -23,6 +23,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import auscat_audit
+
 ADMIN = "admin"
 ANONYMOUS = "(anonymous)"
 # Orthanc's HttpMethod enumeration, as the Python plugin passes it.
@@ -77,7 +79,7 @@ _DICOMWEB = re.compile(
     rf"^/dicom-web/studies/(?P<study>{_UID})(?:/series/(?P<series>{_UID}))?"
     rf"(?:/instances/(?P<instance>{_UID}))?(?:/|$)"
 )
-_SINGULAR = {"patients": "patient", "studies": "study", "series": "series", "instances": "instance"}
+LEVELS = {"patients": "patient", "studies": "study", "series": "series", "instances": "instance"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ def resource_of(path: str) -> dict[str, str] | None:
     """The Orthanc resource (level and Orthanc ID) or DICOMweb UIDs a path names, if any."""
     match = _RESOURCE.match(path)
     if match:
-        return {"level": _SINGULAR[match["level"]], "id": match["id"]}
+        return {"level": LEVELS[match["level"]], "id": match["id"]}
     match = _DICOMWEB.match(path)
     if match:
         return {key: value for key, value in match.groupdict().items() if value}
@@ -163,9 +165,8 @@ class Access:
 
 def http_line(decision: Decision, method: str, path: str, ip: str, now: datetime.datetime | None = None) -> str:
     """The audit line of one HTTP decision: JSON, no query string, no header value, no body."""
-    moment = now or datetime.datetime.now(datetime.UTC)
     record = {
-        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": auscat_audit.timestamp(now),
         "kind": "http",
         "user": decision.user,
         "role": decision.role,

@@ -83,6 +83,12 @@ class AuditTrail:
             self.logger.removeHandler(handler)
 
 
+def timestamp(now: datetime.datetime | None = None) -> str:
+    """The time of an audit line: UTC, ISO 8601 to the millisecond, with a Z."""
+    moment = now or datetime.datetime.now(datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def instance_line(
     decision: str,
     origin: str,
@@ -101,10 +107,9 @@ def instance_line(
     Empty fields are left out: a C-STORE has no user, a REST upload no AE titles, and a refused C-STORE names
     neither AE nor address (Orthanc hands the plugin only the bytes before it stores).
     """
-    moment = now or datetime.datetime.now(datetime.UTC)
     resource = {"level": "instance", "id": instance_id, "instance": sop_instance_uid}
     record = {
-        "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "time": timestamp(now),
         "kind": "instance",
         "origin": origin,
         "calling_aet": calling_aet,

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import auscat_access
 import auscat_audit
 from auscat_client import MERGED_CONFIG, Client
 from auscat_rules import Refusal, Rules
@@ -195,7 +196,6 @@ CHILDREN = {"patients": ("studies", "series", "instances"), "studies": ("series"
 PARENTS = {"studies": ("ParentPatient",), "series": ("ParentStudy", "ParentPatient"),
            "instances": ("ParentSeries", "ParentStudy", "ParentPatient")}  # fmt: skip
 UID_TAGS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
-LEVEL_NAMES = {"patients": "patient", "studies": "study", "series": "series", "instances": "instance"}
 
 
 def related(client: Client, resource: str) -> tuple[dict[str, str], set[str], set[str]]:
@@ -222,7 +222,7 @@ def related(client: Client, resource: str) -> tuple[dict[str, str], set[str], se
         ids.update(described[key] for key in PARENTS.get(level, ()) if key in described)
         uids.update(described.get("MainDicomTags", {}).get(tag, "") for tag in UID_TAGS)
         uids.discard("")
-        return {"level": LEVEL_NAMES[level], "id": resource}, ids, uids
+        return {"level": auscat_access.LEVELS[level], "id": resource}, ids, uids
     return {"level": "not in the index", "id": resource}, ids, uids
 
 
