@@ -307,9 +307,19 @@ def test_who_accessed_a_study_through_its_parts_and_dicomweb() -> None:
     report = auscat_audit.who_accessed(lines, {STUDY, INSTANCE}, {"1.2.3"})
     assert [entry["user"] for entry in report["requests"]] == ["alice", "alice", "bob"]
     assert report["users"]["alice"] == {
-        "requests": 2, "downloads": 1, "denied": 1, "stored": 0, "refused": 0, "first": "2026-12-02T10:00:00.000Z",
-        "last": "2026-12-02T10:00:00.000Z",
+        "requests": 2, "downloads": 1, "denied": 1, "stored": 0, "refused": 0, "associations": 0,
+        "associations_refused": 0, "first": "2026-12-02T10:00:00.000Z", "last": "2026-12-02T10:00:00.000Z",
     }  # fmt: skip
+
+
+def test_the_summary_counts_the_associations_of_each_calling_ae() -> None:
+    lines = [
+        json.loads(auscat_audit.association_line(decision, aet, "10.42.42.250"))
+        for decision, aet in (("accepted", "CTP"), ("accepted", "CTP"), ("refused", "CTP"), ("refused", "X"))
+    ]
+    users = auscat_audit.summarise(lines)
+    assert (users["AE CTP"]["associations"], users["AE CTP"]["associations_refused"]) == (2, 1)
+    assert (users["AE X"]["associations"], users["AE X"]["associations_refused"]) == (0, 1)
 
 
 def test_an_instance_line_holds_the_sender_and_the_uid_and_leaves_empty_fields_out() -> None:

@@ -133,8 +133,9 @@ def test_entrypoint_writes_a_private_merged_config_and_execs_orthanc(tmp_path: P
     calls = []
     monkeypatch.setattr(auscat_entrypoint.os, "execvp", lambda binary, argv: calls.append(argv))
     monkeypatch.setattr(auscat_entrypoint, "forbid_new_privileges", lambda: calls.append("no_new_privs"))
+    monkeypatch.setattr(auscat_entrypoint, "start_log_reader", lambda config, args: calls.append(args) or [])
     auscat_entrypoint.main(["--verbose"])
-    assert calls == ["no_new_privs", ["Orthanc", "--verbose", str(merged)]]
+    assert calls == ["no_new_privs", ["--verbose"], ["Orthanc", "--verbose", str(merged)]]
     assert json.loads(merged.read_text())["RegisteredUsers"] == {"site": "pw-1234567890abcd"}
     assert merged.stat().st_mode & 0o777 == 0o600
 

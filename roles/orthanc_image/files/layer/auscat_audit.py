@@ -1,14 +1,17 @@
 """The audit trail: one JSON line per access decision, in rotated files on the data volume and in the container log.
 
-Two kinds of line: "http", one per HTTP request decision (``auscat_access.http_line``), and "instance", one per
+Three kinds of line: "http", one per HTTP request decision (``auscat_access.http_line``); "instance", one per
 instance stored or refused, by any route (C-STORE, REST, DICOMweb STOW), with the calling AE, the client address,
-the user, the SOPInstanceUID and, for a refusal, the rule (``instance_line``).
+the user, the SOPInstanceUID and, for a refusal, the rule (``instance_line``); and "association", one per DICOM
+association accepted or refused, and per DICOM command refused on an accepted one, with the calling AE, the
+address and the rule (``association_line``, written by ``auscat_logreader`` from Orthanc's log).
 
 The files are /var/lib/orthanc/db/audit/audit.jsonl and the full files before it, audit.jsonl.1 (newest) ...
 audit.jsonl.N (N = AusCAT.AuditFiles; each up to AusCAT.AuditMaxMegabytes), so they survive restarts and upgrades
-and are in every backup of the data directory. The same line goes to the container's standard error (file
-descriptor 2, written directly: nothing is called in Orthanc). A line never holds a request body, a query string
-or a DICOM attribute value.
+and are in every backup of the data directory. The same line goes to the container's standard error. Under the
+image's entrypoint one process writes both, the log reader (``auscat_logreader``): the plugin hands its lines
+down a pipe (``AuditPipe``), so nothing is called in Orthanc and the files have one writer. A line never holds a
+request body, a query string or a DICOM attribute value.
 
 The report functions below answer "who accessed this resource" and "what did this user download", read by
 ``auscat_tool.py audit`` and playbooks/audit.yml.
@@ -23,13 +26,16 @@ import logging.handlers
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-AUDIT_DIRECTORY = Path("/var/lib/orthanc/db/audit")
+AUDIT_DIRECTORY = Path(os.environ.get("AUSCAT_AUDIT_DIRECTORY", "/var/lib/orthanc/db/audit"))
 AUDIT_FILE = "audit.jsonl"
+# The descriptor of the pipe to the log reader, set by the entrypoint for Orthanc (and so for the plugin).
+AUDIT_FD_VARIABLE = "AUSCAT_AUDIT_FD"
 DEFAULT_MAX_MEGABYTES = 100
 DEFAULT_FILES = 10
 ERROR_REPORT_SECONDS = 60
@@ -66,12 +72,15 @@ class AuditTrail:
             self.logger.addHandler(stream)
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], directory: Path = AUDIT_DIRECTORY) -> AuditTrail:
+    def from_config(
+        cls, config: dict[str, Any], directory: Path = AUDIT_DIRECTORY, stream_fd: int | None = 2
+    ) -> AuditTrail:
         section = config.get("AusCAT", {}) if isinstance(config.get("AusCAT"), dict) else {}
         return cls(
             directory,
             float(section.get("AuditMaxMegabytes", DEFAULT_MAX_MEGABYTES)),
             max(1, int(section.get("AuditFiles", DEFAULT_FILES))),
+            stream_fd,
         )
 
     def write(self, line: str) -> None:
@@ -81,6 +90,42 @@ class AuditTrail:
         for handler in list(self.logger.handlers):
             handler.close()
             self.logger.removeHandler(handler)
+
+
+class AuditPipe:
+    """The plugin's end of the trail under the entrypoint: each line goes, in one locked write, to the log reader.
+
+    A line that cannot be written (the reader gone) is reported on standard error once a minute; the request or
+    instance it describes goes on as it would with a full disk.
+    """
+
+    reported_at = float("-inf")
+
+    def __init__(self, fd: int, directory: Path = AUDIT_DIRECTORY) -> None:
+        self.fd = fd
+        self.path = directory / AUDIT_FILE  # written by the reader
+        self.lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        data = memoryview(f"{line}\n".encode())
+        with self.lock:
+            try:
+                while data:
+                    data = data[os.write(self.fd, data) :]
+            except OSError as error:
+                now = time.monotonic()
+                if now - self.reported_at >= ERROR_REPORT_SECONDS:
+                    self.reported_at = now
+                    os.write(2, f"auscat: audit line not written to the log reader: {error!r}\n".encode())
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_trail(config: dict[str, Any]) -> AuditTrail | AuditPipe:
+    """The plugin's trail: the pipe to the entrypoint's log reader, or the files themselves without one."""
+    fd = os.environ.get(AUDIT_FD_VARIABLE)
+    return AuditPipe(int(fd)) if fd else AuditTrail.from_config(config)
 
 
 def timestamp(now: datetime.datetime | None = None) -> str:
@@ -117,6 +162,30 @@ def instance_line(
         "client": client,
         "user": user,
         "resource": {key: value for key, value in resource.items() if value},
+        "decision": decision,
+        "why": why,
+    }
+    return json.dumps({key: value for key, value in record.items() if value}, separators=(",", ":"))
+
+
+def association_line(
+    decision: str,
+    calling_aet: str,
+    client: str,
+    *,
+    called_aet: str = "",
+    request: str = "",
+    why: str = "",
+    now: datetime.datetime | None = None,
+) -> str:
+    """The audit line of one DICOM association "accepted" or "refused", or of one command refused ("request")."""
+    record = {
+        "time": timestamp(now),
+        "kind": "association",
+        "calling_aet": calling_aet,
+        "called_aet": called_aet,
+        "client": client,
+        "request": request,
         "decision": decision,
         "why": why,
     }
@@ -180,17 +249,30 @@ def who(line: dict[str, Any]) -> str:
 
 
 def summarise(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per user (or calling AE): requests, downloads, refusals and stores, with the first and last time."""
+    """Per user (or calling AE): requests, downloads, refusals, stores and associations; first and last time."""
     users: dict[str, dict[str, Any]] = {}
     for line in lines:
         entry = users.setdefault(
             who(line),
-            {"requests": 0, "downloads": 0, "denied": 0, "stored": 0, "refused": 0, "first": line["time"], "last": ""},
+            {
+                "requests": 0,
+                "downloads": 0,
+                "denied": 0,
+                "stored": 0,
+                "refused": 0,
+                "associations": 0,
+                "associations_refused": 0,
+                "first": line["time"],
+                "last": "",
+            },
         )
         decision = line.get("decision")
         if line.get("kind") == "instance":
             entry["stored"] += decision == "stored"
             entry["refused"] += decision == "refused"
+        elif line.get("kind") == "association":
+            entry["associations"] += decision == "accepted"
+            entry["associations_refused"] += decision == "refused"
         else:
             entry["requests"] += 1
             entry["downloads"] += is_download(line)

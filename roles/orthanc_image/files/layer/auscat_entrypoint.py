@@ -1,8 +1,11 @@
 """Entrypoint of the AusCAT Orthanc image.
 
 Merges the baked default configuration with the Swarm secret, validates it,
-writes the result where only the Orthanc user can read it and execs Orthanc with
-no_new_privs set, so neither Orthanc nor anything it starts can gain privileges.
+writes the result where only the Orthanc user can read it, starts the log reader
+(``auscat_logreader``: association audit lines, the one writer of the audit files) on
+pipes that become Orthanc's standard error and the plugin's audit line, and execs
+Orthanc with no_new_privs set, so neither Orthanc nor anything it starts can gain
+privileges.
 ``--check-config FILE`` (``-`` for standard input) validates a would-be secret
 against this image without starting anything; ``--profile NAME`` also requires the
 configuration to declare that profile ("AusCAT": {"Profile": NAME}).
@@ -19,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+import auscat_audit
 import auscat_config
+import auscat_logreader
 
 DEFAULT_CONFIG = Path(os.environ.get("AUSCAT_DEFAULT_CONFIG", "/etc/auscat/orthanc.default.json"))
 SECRET_CONFIG = Path(os.environ.get("AUSCAT_SECRET_CONFIG", "/run/secrets/orthanc.json"))
@@ -94,6 +99,38 @@ def forbid_new_privileges() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
+def start_log_reader(config: dict, orthanc_args: list[str]) -> list[str]:
+    """Fork the log reader; make this process's standard error and the plugin's audit pipe its inputs.
+
+    Returns the arguments Orthanc needs for it: ``--verbose-dicom`` (its association lines), unless the operator's
+    own arguments already ask for the DICOM category's details, which the reader then keeps in the container log.
+    """
+    keep = any(argument in auscat_logreader.VERBOSE_ARGUMENTS for argument in orthanc_args)
+    log_read, log_write = os.pipe()
+    audit_read, audit_write = os.pipe()
+    if os.fork() == 0:  # the reader: Orthanc's child once this process execs
+        status = 0
+        try:
+            os.close(log_write)
+            os.close(audit_write)
+            auscat_logreader.ignore_stop_signals()
+            trail = auscat_audit.AuditTrail.from_config(config)
+            auscat_logreader.run(log_read, audit_read, trail, out_fd=2, keep_dicom_info=keep)
+        except BaseException as error:
+            print(f"auscat: log reader stopped: {error!r}", file=sys.stderr, flush=True)
+            status = 1
+        finally:
+            os._exit(status)
+    os.close(log_read)
+    os.close(audit_read)
+    sys.stderr.flush()
+    os.dup2(log_write, 2)
+    os.close(log_write)
+    os.set_inheritable(audit_write, True)
+    os.environ[auscat_audit.AUDIT_FD_VARIABLE] = str(audit_write)
+    return [] if keep else ["--verbose-dicom"]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="auscat-entrypoint", description=__doc__)
     parser.add_argument("--check-config", metavar="FILE", help="validate FILE (or - for stdin) and exit")
@@ -109,7 +146,8 @@ def main(argv: list[str]) -> int:
         return 2
     wait_for_index(config)
     forbid_new_privileges()
-    os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *orthanc_args, str(MERGED_CONFIG)])  # noqa: S606 - exec, no shell
+    reader_args = start_log_reader(config, orthanc_args)
+    os.execvp(ORTHANC_BINARY, [ORTHANC_BINARY, *reader_args, *orthanc_args, str(MERGED_CONFIG)])  # noqa: S606 - exec, no shell
     return 1  # not reached: execvp replaces the process or raises
 
 

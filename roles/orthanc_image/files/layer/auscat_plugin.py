@@ -9,7 +9,8 @@ with the SOPInstanceUID and the rule, never with attribute values.
 
 Every HTTP request that passed Orthanc's login goes through the incoming-request filter, which allows it only
 when the user's role lists the method and path (``auscat_access``), and writes the decision to the audit trail
-(``auscat_audit``). A failure inside the filter denies the request (403) rather than letting it through.
+(``auscat_audit``, through the entrypoint's log reader). A failure inside the filter denies the request (403)
+rather than letting it through.
 Every instance stored or refused leaves an audit line too: a stored one with the calling AE, address and user
 Orthanc recorded for it, a refused one with the rule, and with the user and address of the HTTP request that
 carried it (the filter runs in the same thread just before). What one callback leaves for the next is kept per
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import orthanc
 from auscat_access import METHODS, Access, http_line
-from auscat_audit import AuditTrail, instance_line
+from auscat_audit import instance_line, open_trail
 from auscat_rules import Refusal, Rules
 
 UNPARSABLE = b"AUSCAT-REFUSED"
@@ -40,7 +41,7 @@ ORIGINS = {1: "unknown", 2: "C-STORE", 3: "REST", 4: "plugin (DICOMweb STOW)", 5
 CONFIG = json.loads(orthanc.GetConfiguration())
 RULES = Rules.from_config(CONFIG)
 ACCESS = Access.from_config(CONFIG)
-AUDIT = AuditTrail.from_config(CONFIG)
+AUDIT = open_trail(CONFIG)
 # Per Orthanc thread (threading.get_ident): the HTTP request being served, and the SOPInstanceUID the rules read
 # before the store. One entry per thread Orthanc has, overwritten by the thread's next request or instance.
 REQUESTS: dict[int, tuple[str, str]] = {}
