@@ -14,10 +14,12 @@ BENCH_ARGS ?=
 LIFECYCLE_BENCH_ARGS ?=
 # Options of `make access-bench`, e.g. ACCESS_BENCH_ARGS="--quick" (python -m tests.bench.access --help).
 ACCESS_BENCH_ARGS ?=
+# Options of `make audit-report-bench`, e.g. AUDIT_REPORT_BENCH_ARGS="--sizes 10,100" (MB of audit trail).
+AUDIT_REPORT_BENCH_ARGS ?=
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv site test lint unit molecule reliability bench lifecycle-bench access-bench clean-venv
+.PHONY: help venv site test lint unit molecule reliability bench lifecycle-bench access-bench audit-report-bench clean-venv
 
 help:
 	@echo "make site       roll out the stack described by INVENTORY (default: simulation on this host)"
@@ -29,6 +31,7 @@ help:
 	@echo "make bench      benchmark deployed vs stock vs bare Orthanc into build/bench (BENCH_ARGS=--quick: a smoke run)"
 	@echo "make lifecycle-bench  backup, restore, inventory and upgrade cost against archive size into build/lifecycle-bench"
 	@echo "make access-bench  REST ingest and reads with the HTTP access filter on vs off into build/access-bench"
+	@echo "make audit-report-bench  the audit report's cost against the size of the trail into build/audit-report-bench"
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +78,11 @@ lifecycle-bench: venv
 # (python -m tests.bench.access --help); its own two stacks, removed at the end.
 access-bench: venv
 	$(BIN)/python -m tests.bench.access $(ACCESS_BENCH_ARGS)
+
+# Not part of `make test`: the audit report's questions timed over synthetic trails of growing size
+# (python -m tests.bench.audit_report --help); no stack, a scratch directory removed at the end.
+audit-report-bench: venv
+	$(BIN)/python -m tests.bench.audit_report $(AUDIT_REPORT_BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

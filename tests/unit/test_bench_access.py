@@ -31,3 +31,24 @@ def test_more_than_ten_percent_slower_misses_the_goal_and_the_table_says_so() ->
 def test_fewer_instances_than_connections_are_refused() -> None:
     with pytest.raises(SystemExit):
         access.parse_args(["--instances", "2", "--threads", "4"])
+
+
+def test_the_audit_report_slope_is_the_exponent_of_time_against_size() -> None:
+    from tests.bench import audit_report
+
+    def result(megabytes: float, seconds: float) -> dict:
+        return {"megabytes": megabytes, "who_accessed": {"seconds": seconds}}
+
+    assert audit_report.slope([result(10, 1.0), result(100, 10.0), result(1000, 100.0)], "who_accessed") == (
+        pytest.approx(1.0)
+    )
+    assert audit_report.slope([result(10, 2.0), result(100, 2.0)], "who_accessed") == pytest.approx(0.0)
+
+
+def test_the_audit_report_bench_writes_a_trail_the_report_reads(tmp_path) -> None:
+    from tests.bench import audit_report
+
+    lines = audit_report.write_trail(tmp_path / "audit", megabytes=1, seed=1)
+    read = list(audit_report.auscat_audit.read_lines(tmp_path / "audit"))
+    assert len(read) == lines
+    assert {line["kind"] for line in read} == {"http", "instance", "association"}
