@@ -1,6 +1,7 @@
 """The web UI in a real browser: Debian's headless Chromium, driven through its WebDriver by Selenium, opens
 Orthanc Explorer as the scenario's researcher, browses a patient, a study and a series, and tries to delete the
-series. The UI shows the refusal and nothing is deleted. Screenshots of each step go to build/production/screenshots.
+series. The UI shows the refusal and nothing is deleted. Screenshots of each step go to
+build/screenshots/production (AUSCAT_SCREENSHOT_DIR).
 
 The browser is kept on loopback: no background networking, and every host name but 127.0.0.1 resolves to nothing.
 """
@@ -44,7 +45,9 @@ BROWSER_ARGUMENTS = (
 
 
 def screenshot_dir() -> Path:
-    directory = Path(os.environ["AUSCAT_PRODUCTION_DIR"]) / "screenshots"
+    directory = Path(
+        os.environ.get("AUSCAT_SCREENSHOT_DIR") or Path(os.environ["AUSCAT_PRODUCTION_DIR"]) / "screenshots"
+    )
     directory.mkdir(parents=True, exist_ok=True)
     return directory
 
