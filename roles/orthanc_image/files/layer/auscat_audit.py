@@ -153,19 +153,18 @@ def instance_line(
     neither AE nor address (Orthanc hands the plugin only the bytes before it stores).
     """
     resource = {"level": "instance", "id": instance_id, "instance": sop_instance_uid}
-    record = {
-        "time": timestamp(now),
-        "kind": "instance",
-        "origin": origin,
-        "calling_aet": calling_aet,
-        "called_aet": called_aet,
-        "client": client,
-        "user": user,
-        "resource": {key: value for key, value in resource.items() if value},
-        "decision": decision,
-        "why": why,
-    }
-    return json.dumps({key: value for key, value in record.items() if value}, separators=(",", ":"))
+    return compact_line(
+        now,
+        kind="instance",
+        origin=origin,
+        calling_aet=calling_aet,
+        called_aet=called_aet,
+        client=client,
+        user=user,
+        resource={key: value for key, value in resource.items() if value},
+        decision=decision,
+        why=why,
+    )
 
 
 def association_line(
@@ -179,16 +178,21 @@ def association_line(
     now: datetime.datetime | None = None,
 ) -> str:
     """The audit line of one DICOM association "accepted" or "refused", or of one command refused ("request")."""
-    record = {
-        "time": timestamp(now),
-        "kind": "association",
-        "calling_aet": calling_aet,
-        "called_aet": called_aet,
-        "client": client,
-        "request": request,
-        "decision": decision,
-        "why": why,
-    }
+    return compact_line(
+        now,
+        kind="association",
+        calling_aet=calling_aet,
+        called_aet=called_aet,
+        client=client,
+        request=request,
+        decision=decision,
+        why=why,
+    )
+
+
+def compact_line(now: datetime.datetime | None, **fields: Any) -> str:
+    """One JSON line: the time, then the fields in order, empty ones left out."""
+    record = {"time": timestamp(now), **fields}
     return json.dumps({key: value for key, value in record.items() if value}, separators=(",", ":"))
 
 

@@ -22,6 +22,7 @@ import os
 import re
 import selectors
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -30,6 +31,7 @@ from auscat_audit import association_line
 # Orthanc's arguments that ask for the DICOM category's INFO (or TRACE) lines in the container log.
 VERBOSE_ARGUMENTS = frozenset({"--verbose", "--trace", "--verbose-dicom", "--trace-dicom"})
 READ_SIZE = 65536
+GATHER_SECONDS = 0.02  # how long the lines of a burst gather before one write
 LONGEST_LINE = 1 << 20  # a longer run of bytes without a newline is passed on as it is
 
 # "I1203 11:33:19.523296     DICOM-SERVER CommandDispatcher.cpp:340] (dicom) Association Received from AET …":
@@ -119,9 +121,23 @@ def write_all(fd: int, data: bytes) -> None:
         pass
 
 
-def run(log_fd: int, audit_fd: int, trail, out_fd: int, keep_dicom_info: bool = False) -> None:
-    """Read both pipes until Orthanc has closed them; forward, audit and write as the module says."""
-    associations = AssociationLog(trail.write, keep_dicom_info)
+def run(
+    log_fd: int,
+    audit_fd: int,
+    trail,
+    out_fd: int,
+    keep_dicom_info: bool = False,
+    gather_seconds: float = GATHER_SECONDS,
+) -> None:
+    """Read both pipes until Orthanc has closed them; forward, audit and write as the module says.
+
+    What a read brings is written in one batch (one write to the container log, one audit record), then the reader
+    waits ``gather_seconds`` so that a burst of requests costs a few wake-ups of the reader and of Docker's log
+    driver rather than one per request. A line waits that long at most; the pipe holds a burst meanwhile.
+    """
+    audited: list[str] = []
+    forwarded: list[bytes] = []
+    associations = AssociationLog(audited.append, keep_dicom_info)
     selector = selectors.DefaultSelector()
     buffers = {log_fd: b"", audit_fd: b""}
     for fd in buffers:
@@ -130,12 +146,19 @@ def run(log_fd: int, audit_fd: int, trail, out_fd: int, keep_dicom_info: bool = 
     def handle(fd: int, raw: bytes) -> None:
         try:
             if fd == audit_fd:
-                trail.write(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
+                audited.append(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
             elif associations.line(raw):
-                write_all(out_fd, raw)
+                forwarded.append(raw)
         except Exception as error:  # a line the reader cannot handle must not stop Orthanc's log
-            write_all(out_fd, raw)
-            write_all(out_fd, f"auscat: log reader: {error!r}\n".encode())
+            forwarded.extend((raw, f"auscat: log reader: {error!r}\n".encode()))
+
+    def flush() -> None:
+        if forwarded:
+            write_all(out_fd, b"".join(forwarded))
+            forwarded.clear()
+        if audited:
+            trail.write("\n".join(audited))
+            audited.clear()
 
     while buffers:
         for key, _ in selector.select():
@@ -153,7 +176,11 @@ def run(log_fd: int, audit_fd: int, trail, out_fd: int, keep_dicom_info: bool = 
             if len(buffers[fd]) > LONGEST_LINE:
                 handle(fd, buffers[fd] + b"\n")
                 buffers[fd] = b""
+        flush()
+        if buffers:
+            time.sleep(gather_seconds)
     associations.close()
+    flush()
     trail.close()
 
 
