@@ -220,3 +220,11 @@ def test_the_entrypoint_runs_orthanc_on_the_readers_pipes_and_the_reader_outlive
         ("http", "allowed"),
     ]
     assert container.count('"kind":"association"') == 1
+
+
+def test_an_association_line_refuses_a_field_it_does_not_know() -> None:
+    import pytest
+    from auscat_audit import association_line
+
+    with pytest.raises(TypeError, match="patient_name"):
+        association_line("accepted", "CTP", "10.42.42.250", patient_name="x")

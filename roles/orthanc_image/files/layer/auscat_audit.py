@@ -168,25 +168,24 @@ def instance_line(
 
 
 def association_line(
-    decision: str,
-    calling_aet: str,
-    client: str,
-    *,
-    called_aet: str = "",
-    request: str = "",
-    why: str = "",
-    now: datetime.datetime | None = None,
+    decision: str, calling_aet: str, client: str, now: datetime.datetime | None = None, **details: str
 ) -> str:
-    """The audit line of one DICOM association "accepted" or "refused", or of one command refused ("request")."""
+    """The audit line of one DICOM association "accepted" or "refused", or of one command refused.
+
+    ``details``: ``called_aet``, ``request`` (the refused command) and ``why`` (the rule of a refusal).
+    """
+    unknown = set(details) - {"called_aet", "request", "why"}
+    if unknown:
+        raise TypeError(f"association_line: unknown fields {sorted(unknown)}")
     return compact_line(
         now,
         kind="association",
         calling_aet=calling_aet,
-        called_aet=called_aet,
+        called_aet=details.get("called_aet", ""),
         client=client,
-        request=request,
+        request=details.get("request", ""),
         decision=decision,
-        why=why,
+        why=details.get("why", ""),
     )
 
 
