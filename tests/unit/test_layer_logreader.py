@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 import auscat_logreader
-from auscat_audit import AuditPipe, AuditTrail
+import pytest
+from auscat_audit import AuditPipe, AuditTrail, association_line
 from auscat_logreader import AssociationLog
 
 LAYER = Path(auscat_logreader.__file__).parent
@@ -223,8 +224,5 @@ def test_the_entrypoint_runs_orthanc_on_the_readers_pipes_and_the_reader_outlive
 
 
 def test_an_association_line_refuses_a_field_it_does_not_know() -> None:
-    import pytest
-    from auscat_audit import association_line
-
     with pytest.raises(TypeError, match="patient_name"):
         association_line("accepted", "CTP", "10.42.42.250", patient_name="x")
