@@ -226,3 +226,17 @@ def test_the_entrypoint_runs_orthanc_on_the_readers_pipes_and_the_reader_outlive
 def test_an_association_line_refuses_a_field_it_does_not_know() -> None:
     with pytest.raises(TypeError, match="patient_name"):
         association_line("accepted", "CTP", "10.42.42.250", patient_name="x")
+
+
+def test_an_audit_directory_that_cannot_be_made_is_reported_and_the_lines_still_reach_the_log(
+    tmp_path: Path, capfd
+) -> None:
+    blocker = tmp_path / "db"
+    blocker.write_text("a file where the audit directory should be")
+    log = tmp_path / "container.log"
+    with log.open("w") as stream:
+        trail = AuditTrail(blocker / "audit", max_megabytes=1, files=1, stream_fd=stream.fileno())
+        trail.write('{"kind":"http"}')
+        trail.close()
+    assert log.read_text() == '{"kind":"http"}\n'
+    assert f"the audit file {blocker / 'audit' / 'audit.jsonl'} cannot be opened" in capfd.readouterr().err

@@ -55,17 +55,26 @@ class _QuietRotatingFile(logging.handlers.RotatingFileHandler):
 
 
 class AuditTrail:
-    """Thread-safe: Orthanc calls the plugin's callbacks from several threads, and logging's handlers lock."""
+    """Thread-safe: Orthanc calls the plugin's callbacks from several threads, and logging's handlers lock.
+
+    A directory that cannot be made or a file that cannot be opened (wrong owner, a full disk) is reported on
+    standard error, and the lines still go to the stream: the trail never stops Orthanc or its log.
+    """
 
     def __init__(self, directory: Path, max_megabytes: float, files: int, stream_fd: int | None = 2) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = directory / AUDIT_FILE
         self.logger = logging.Logger(f"auscat.audit.{directory}", logging.INFO)
-        handler = _QuietRotatingFile(
-            self.path, maxBytes=int(max_megabytes * 1024 * 1024), backupCount=files, encoding="utf-8"
-        )
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self.logger.addHandler(handler)
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            handler = _QuietRotatingFile(
+                self.path, maxBytes=int(max_megabytes * 1024 * 1024), backupCount=files, encoding="utf-8"
+            )
+        except OSError as error:
+            message = f"auscat: the audit file {self.path} cannot be opened ({error!r}); lines go to the log only\n"
+            os.write(2, message.encode())
+        else:
+            handler.setFormatter(logging.Formatter("%(message)s"))
+            self.logger.addHandler(handler)
         if stream_fd is not None:
             stream = logging.StreamHandler(os.fdopen(os.dup(stream_fd), "w", buffering=1, encoding="utf-8"))
             stream.setFormatter(logging.Formatter("%(message)s"))
