@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import auscat_audit
 import auscat_config
 import pytest
 from auscat_access import ANONYMOUS, Access, http_line, resource_of, user_of
-from auscat_audit import AuditTrail
+from auscat_audit import AuditPipe, AuditTrail
 
 PATIENT = "0946fcb6-cf12ab43-bad958c1-bf057ad5-0fc6f54c"
 STUDY = "27f7126f-4f66fb14-03f4081b-f9341db2-53925988"
@@ -160,6 +161,39 @@ def test_the_audit_trail_rotates_and_keeps_the_configured_number_of_files(tmp_pa
     assert (tmp_path / "audit").stat().st_mode & 0o777 == 0o700
 
 
+def concurrently(function, writers: int) -> None:
+    """Run function(0) ... function(writers - 1) in as many threads, and wait for all."""
+    threads = [threading.Thread(target=function, args=(writer,)) for writer in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def read_until_closed(fd: int):
+    while chunk := os.read(fd, 65536):
+        yield from chunk
+
+
+def test_the_plugins_pipe_writes_each_line_whole_under_concurrent_writers(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    pipe = AuditPipe(write, tmp_path)
+    received = bytearray()
+    reader = threading.Thread(target=lambda: received.extend(read_until_closed(read)))
+    reader.start()
+
+    def lines(writer: int) -> None:
+        for number in range(300):
+            pipe.write(json.dumps({"writer": writer, "n": number, "pad": "p" * (number * 20)}))  # up to 6 kB a line
+
+    concurrently(lines, 6)
+    pipe.close()
+    reader.join()
+    os.close(read)
+    parsed = [json.loads(line) for line in received.decode().splitlines()]
+    assert {(line["writer"], line["n"]) for line in parsed} == {(w, n) for w in range(6) for n in range(300)}
+
+
 def test_the_audit_trail_keeps_every_line_whole_under_concurrent_writers(tmp_path: Path) -> None:
     trail = AuditTrail(tmp_path / "audit", max_megabytes=100, files=2, stream_fd=None)
 
@@ -167,24 +201,30 @@ def test_the_audit_trail_keeps_every_line_whole_under_concurrent_writers(tmp_pat
         for number in range(500):
             trail.write(json.dumps({"writer": writer, "n": number}))
 
-    threads = [threading.Thread(target=write, args=(writer,)) for writer in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    concurrently(write, 8)
     trail.close()
     lines = [json.loads(line) for line in (tmp_path / "audit" / "audit.jsonl").read_text().splitlines()]
     assert len(lines) == 8 * 500
     assert {(line["writer"], line["n"]) for line in lines} == {(w, n) for w in range(8) for n in range(500)}
 
 
-def test_the_audit_trail_also_writes_each_line_to_the_given_stream(tmp_path: Path) -> None:
+@pytest.mark.parametrize("directory_blocked", [False, True], ids=["file-and-stream", "directory-blocked"])
+def test_the_audit_trail_also_writes_each_line_to_the_given_stream(
+    tmp_path: Path, capfd, directory_blocked: bool
+) -> None:
+    """Also when the directory cannot be made (a file in its way): reported, and the stream still gets the line."""
+    if directory_blocked:
+        (tmp_path / "db").write_text("a file where the audit directory should be")
+    directory = tmp_path / "db" / "audit"
     log = tmp_path / "container.log"
     with log.open("w") as stream:
-        trail = AuditTrail(tmp_path / "audit", max_megabytes=1, files=1, stream_fd=stream.fileno())
+        trail = AuditTrail(directory, max_megabytes=1, files=1, stream_fd=stream.fileno())
         trail.write('{"kind":"http"}')
         trail.close()
     assert log.read_text() == '{"kind":"http"}\n'
+    reported = f"the audit file {directory / 'audit.jsonl'} cannot be opened" in capfd.readouterr().err
+    assert reported == directory_blocked
+    assert (directory / "audit.jsonl").exists() != directory_blocked
 
 
 def roles_config(roles: object, users: dict[str, str] | None = None, **extra: object) -> dict:

@@ -124,34 +124,6 @@ def test_the_reader_writes_the_plugins_lines_and_the_associations_to_the_files_a
     assert container.endswith("the last line, unterminated\n") or "the last line, unterminated\n" in container
 
 
-def test_the_plugins_pipe_writes_each_line_whole_under_concurrent_writers(tmp_path: Path) -> None:
-    read, write = os.pipe()
-    pipe = AuditPipe(write, tmp_path)
-    received = bytearray()
-    reader = threading.Thread(target=lambda: received.extend(iter_read(read)))
-    reader.start()
-
-    def lines(writer: int) -> None:
-        for number in range(300):
-            pipe.write(json.dumps({"writer": writer, "n": number, "pad": "p" * (number * 20)}))  # up to 6 kB a line
-
-    threads = [threading.Thread(target=lines, args=(writer,)) for writer in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    pipe.close()
-    reader.join()
-    os.close(read)
-    parsed = [json.loads(line) for line in received.decode().splitlines()]
-    assert {(line["writer"], line["n"]) for line in parsed} == {(w, n) for w in range(6) for n in range(300)}
-
-
-def iter_read(fd: int):
-    while chunk := os.read(fd, 65536):
-        yield from chunk
-
-
 def test_a_line_the_reader_cannot_take_is_reported_not_raised(tmp_path: Path, capfd) -> None:
     read, write = os.pipe()
     os.close(read)
@@ -226,17 +198,3 @@ def test_the_entrypoint_runs_orthanc_on_the_readers_pipes_and_the_reader_outlive
 def test_an_association_line_refuses_a_field_it_does_not_know() -> None:
     with pytest.raises(TypeError, match="patient_name"):
         association_line("accepted", "CTP", "10.42.42.250", patient_name="x")
-
-
-def test_an_audit_directory_that_cannot_be_made_is_reported_and_the_lines_still_reach_the_log(
-    tmp_path: Path, capfd
-) -> None:
-    blocker = tmp_path / "db"
-    blocker.write_text("a file where the audit directory should be")
-    log = tmp_path / "container.log"
-    with log.open("w") as stream:
-        trail = AuditTrail(blocker / "audit", max_megabytes=1, files=1, stream_fd=stream.fileno())
-        trail.write('{"kind":"http"}')
-        trail.close()
-    assert log.read_text() == '{"kind":"http"}\n'
-    assert f"the audit file {blocker / 'audit' / 'audit.jsonl'} cannot be opened" in capfd.readouterr().err
