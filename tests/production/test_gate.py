@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 import uuid
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from tests.harness.audit import audit_file, instance_lines
 from tests.harness.orthanc import TIMEOUT_SECONDS, Orthanc, Target
 
 STOW_BOUNDARY = "auscat-gate-probe"
+LOG_WAIT_SECONDS = 10
 
 
 def identifiable(kind: str) -> Dataset:
@@ -84,8 +86,11 @@ def test_refusal_is_logged_with_uid_and_rule_never_the_value(
     reply = orthanc.session.post(target.url + "/instances", data=phantoms.part10(dataset), timeout=TIMEOUT_SECONDS)
     assert reply.status_code == 400
     container = stack.healthy_task_container(docker_client, target.service)
-    logs = container.logs().decode(errors="replace")
-    assert f"auscat: refused REST instance {dataset.SOPInstanceUID}: identifying attribute PatientAddress" in logs
+    expected = f"auscat: refused REST instance {dataset.SOPInstanceUID}: identifying attribute PatientAddress"
+    deadline = time.monotonic() + LOG_WAIT_SECONDS  # the log reader passes lines on in batches, 20 ms apart
+    while expected not in (logs := container.logs().decode(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert expected in logs
     assert "Example Street" not in logs
     refused = instance_lines(str(dataset.SOPInstanceUID))
     assert [(line["origin"], line.get("user")) for line in refused] == [("REST", target.username)], refused
