@@ -81,15 +81,12 @@ class AuditTrail:
             self.logger.addHandler(stream)
 
     @classmethod
-    def from_config(
-        cls, config: dict[str, Any], directory: Path = AUDIT_DIRECTORY, stream_fd: int | None = 2
-    ) -> AuditTrail:
+    def from_config(cls, config: dict[str, Any], directory: Path = AUDIT_DIRECTORY) -> AuditTrail:
         section = config.get("AusCAT", {}) if isinstance(config.get("AusCAT"), dict) else {}
         return cls(
             directory,
             float(section.get("AuditMaxMegabytes", DEFAULT_MAX_MEGABYTES)),
             max(1, int(section.get("AuditFiles", DEFAULT_FILES))),
-            stream_fd,
         )
 
     def write(self, line: str) -> None:
