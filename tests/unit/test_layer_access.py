@@ -6,6 +6,7 @@ import base64
 import datetime
 import json
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import auscat_access
 import auscat_audit
 import auscat_config
 import pytest
-from auscat_access import ANONYMOUS, Access, http_line, resource_of, user_of
+from auscat_access import ANONYMOUS, Access, http_line, http_record, line_of_record, resource_of, user_of
 from auscat_audit import AuditPipe, AuditTrail
 
 PATIENT = "0946fcb6-cf12ab43-bad958c1-bf057ad5-0fc6f54c"
@@ -139,6 +140,58 @@ def test_an_audit_line_has_the_decision_and_never_the_query_or_a_header_value() 
     }
     assert "a-secret-password" not in line
     assert "xyz" not in line
+
+
+@pytest.mark.parametrize(("method", "path"), [(method, path) for method, path, _ in MATRIX])
+def test_a_role_allows_by_the_first_of_its_rules_that_lists_the_request(method: str, path: str) -> None:
+    """The compiled patterns decide as the role table reads: the first listed rule that matches gives the reason."""
+    for user, role in ROLES.items():
+        first = next(
+            (rule for rule in auscat_access.ROLES[role] if method in rule.methods and re.fullmatch(rule.pattern, path)),
+            None,
+        )
+        decision = ACCESS.decide(method, path, basic(user))
+        assert (decision.allowed, decision.why) == (
+            (True, first.why) if first else (False, "not listed for the role")
+        ), (user, method, path)
+
+
+def test_the_user_of_each_authorization_header_is_remembered_within_a_bound() -> None:
+    access = Access(ROLES)
+    assert access.decide("GET", "/system", basic("alice")).user == "alice"
+    assert access.decide("GET", "/system", basic("prometheus")).user == "prometheus"
+    assert access.decide("GET", "/system", {}).user == ANONYMOUS
+    for number in range(auscat_access._USERS_KEPT + 10):
+        access.user_of(basic(f"user-{number}"))
+    assert len(access.users) <= auscat_access._USERS_KEPT
+    assert access.decide("GET", "/system", basic("alice")).role == "researcher"
+
+
+def test_the_plugins_record_of_a_decision_becomes_the_same_line_as_the_trail_writes() -> None:
+    decision = ACCESS.decide("GET", f"/studies/{STUDY}/archive", basic("alice"))
+    record = http_record(decision, "GET", f"/studies/{STUDY}/archive", "10.242.42.7")
+    assert record.startswith(auscat_access.RECORD_MARK)
+    assert "\n" not in record
+    line = json.loads(line_of_record(record))
+    moment = datetime.datetime.fromisoformat(line.pop("time").replace("Z", "+00:00"))
+    assert abs((datetime.datetime.now(datetime.UTC) - moment).total_seconds()) < 5
+    expected = json.loads(http_line(decision, "GET", f"/studies/{STUDY}/archive", "10.242.42.7"))
+    del expected["time"]
+    assert line == expected
+    assert line_of_record('{"kind":"instance"}') == '{"kind":"instance"}'
+
+
+@pytest.mark.parametrize("path", ["/patients/a\nb", "/patients/a\x1fb"], ids=["line-break", "separator"])
+def test_a_decision_whose_fields_hold_a_separator_goes_as_the_json_line(path: str) -> None:
+    decision = ACCESS.decide("GET", path, basic("alice"))
+    record = http_record(decision, "GET", path, "10.242.42.7")
+    assert json.loads(record)["path"] == path
+    assert line_of_record(record) == record
+
+
+def test_a_record_with_the_wrong_number_of_fields_is_an_error() -> None:
+    with pytest.raises(ValueError, match="fields"):
+        line_of_record(auscat_access.RECORD_MARK + "1.0\x1falice")
 
 
 def test_the_markdown_table_lists_every_rule_of_every_role() -> None:

@@ -11,6 +11,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import auscat_access
 import auscat_logreader
 import pytest
 from auscat_audit import AuditPipe, AuditTrail, association_line
@@ -113,10 +114,15 @@ def run_reader(tmp_path: Path, log: bytes, audit: bytes) -> tuple[str, list[dict
 def test_the_reader_writes_the_plugins_lines_and_the_associations_to_the_files_and_the_container_log(
     tmp_path: Path,
 ) -> None:
-    plugin_line = '{"time":"2026-12-03T11:33:19.600Z","kind":"http","decision":"allowed"}'
+    plugin_line = '{"time":"2026-12-03T11:33:19.600Z","kind":"instance","decision":"stored"}'
+    decision = auscat_access.Decision(True, "alice", "researcher", "browse, tags, previews, files and archives")
+    record = auscat_access.http_record(decision, "GET", "/patients", "10.242.42.7")
     log = (GENERIC + RECEIVED + ACKNOWLEDGED + ECHO + "the last line, unterminated").encode()
-    container, audited = run_reader(tmp_path, log, f"{plugin_line}\n".encode())
-    assert sorted(line["kind"] for line in audited) == ["association", "http"]
+    container, audited = run_reader(tmp_path, log, f"{plugin_line}\n{record}\n".encode())
+    assert sorted(line["kind"] for line in audited) == ["association", "http", "instance"]
+    http = next(line for line in audited if line["kind"] == "http")
+    assert (http["user"], http["path"], http["decision"]) == ("alice", "/patients", "allowed")
+    assert auscat_access.RECORD_MARK not in container
     assert GENERIC in container
     assert plugin_line in container
     assert '"kind":"association"' in container

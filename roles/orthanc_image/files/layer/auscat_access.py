@@ -10,6 +10,11 @@ the user named in the Authorization header is the authenticated one. The filter 
 (HEAD and OPTIONS as GET, X-HTTP-Method-Override applied) and the decoded path without its query string; it never
 sees the body. The audit line records the path and never the query string, whose values (a QIDO PatientName,
 say) are DICOM attribute values.
+
+The filter runs on every request, under Python's lock, in Orthanc's process; so it keeps its own work small. Each
+role's rules for a method are one compiled pattern, the user of an Authorization header is remembered, and under
+the entrypoint the plugin sends the log reader a short record of the decision (``http_record``), from which the
+reader, in its own process, makes the JSON line (``line_of_record``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import datetime
 import json
 import re
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,9 +48,6 @@ class Rule:
     methods: tuple[str, ...]
     pattern: str
     why: str
-
-    def matches(self, method: str, path: str) -> bool:
-        return method in self.methods and re.fullmatch(self.pattern, path) is not None
 
 
 READ = ("GET",)
@@ -73,6 +76,21 @@ ROLES: dict[str, tuple[Rule, ...]] = {
         Rule(READ, r"/system", "check that the server answers"),
     ),
 }
+
+
+def _compiled(rules: tuple[Rule, ...]) -> dict[str, tuple[re.Pattern[str], tuple[Rule, ...]]]:
+    """Per method: one pattern of the rules that list it (group rN is the rule's index), and those rules."""
+    compiled = {}
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        listed = tuple(rule for rule in rules if method in rule.methods)
+        if listed:
+            pattern = "|".join(f"(?P<r{index}>{rule.pattern})" for index, rule in enumerate(listed))
+            compiled[method] = (re.compile(pattern), listed)
+    return compiled
+
+
+_COMPILED = {role: _compiled(rules) for role, rules in ROLES.items()}
+_USERS_KEPT = 1024  # Authorization headers whose user is remembered; past that the memory starts again
 
 _RESOURCE = re.compile(rf"^/(?P<level>{_LEVEL})/(?P<id>{_ID})(?:/|$)")
 _DICOMWEB = re.compile(
@@ -127,6 +145,7 @@ class Access:
     def __init__(self, roles: dict[str, str] | None, enforced: bool = True) -> None:
         # No Roles section: every registered user is an admin, as in stock Orthanc.
         self.roles = roles
+        self.users: dict[str, str] = {}  # Authorization header -> its user
         # "AccessControl": false (simulation only, for measuring the filter's cost): no filter, no HTTP audit.
         self.enforced = enforced
 
@@ -142,16 +161,27 @@ class Access:
             return ADMIN
         return self.roles.get(user)
 
+    def user_of(self, headers: dict[str, str]) -> str:
+        """``user_of(headers)``, remembered per Authorization header (a client sends the same one each time)."""
+        header = headers.get("authorization", "")
+        user = self.users.get(header)
+        if user is None:
+            if len(self.users) >= _USERS_KEPT:
+                self.users.clear()
+            user = self.users[header] = user_of(headers)
+        return user
+
     def decide(self, method: str, path: str, headers: dict[str, str]) -> Decision:
-        user = user_of(headers)
+        user = self.user_of(headers)
         role = self.role_of(user) if user != ANONYMOUS else (ADMIN if self.roles is None else None)
         if role is None:
             return Decision(False, user, "", "no role")
         if not safe_path(path):
             return Decision(False, user, role, "path not in canonical form")
-        for rule in ROLES.get(role, ()):
-            if rule.matches(method, path):
-                return Decision(True, user, role, rule.why)
+        pattern, rules = _COMPILED.get(role, {}).get(method, (None, ()))
+        found = pattern.fullmatch(path) if pattern is not None else None
+        if found is not None:
+            return Decision(True, user, role, rules[int(found.lastgroup[1:])].why)
         return Decision(False, user, role, "not listed for the role")
 
     def describe(self) -> str:
@@ -178,6 +208,35 @@ def http_line(decision: Decision, method: str, path: str, ip: str, now: datetime
         "why": decision.why,
     }
     return json.dumps(record, separators=(",", ":"))
+
+
+# A record of one HTTP decision for the log reader: the mark, then the time and seven fields apart by SEPARATOR.
+RECORD_MARK = "\x1eH"
+SEPARATOR = "\x1f"
+_RECORD_FIELDS = 8
+
+
+def http_record(decision: Decision, method: str, path: str, ip: str) -> str:
+    """What the plugin sends the log reader for one decision; the JSON line itself when a field holds a separator
+    or a line break (which a decoded path or a user name may)."""
+    fields = (f"{time.time():.3f}", decision.user, decision.role, ip, method, "1" if decision.allowed else "0",
+              decision.why, path)  # fmt: skip
+    record = SEPARATOR.join(fields)
+    if "\n" in record or record.count(SEPARATOR) != _RECORD_FIELDS - 1:
+        return http_line(decision, method, path, ip)
+    return RECORD_MARK + record
+
+
+def line_of_record(record: str) -> str:
+    """The audit line of an ``http_record`` (the reader's side); a line that is not a record is returned as it is."""
+    if not record.startswith(RECORD_MARK):
+        return record
+    fields = record[len(RECORD_MARK) :].split(SEPARATOR)
+    if len(fields) != _RECORD_FIELDS:
+        raise ValueError(f"an HTTP audit record with {len(fields)} fields, not {_RECORD_FIELDS}")
+    moment, user, role, ip, method, allowed, why, path = fields
+    when = datetime.datetime.fromtimestamp(float(moment), datetime.UTC)
+    return http_line(Decision(allowed == "1", user, role, why), method, path, ip, when)
 
 
 def markdown() -> str:

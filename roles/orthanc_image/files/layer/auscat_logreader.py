@@ -10,10 +10,14 @@ execs Orthanc, this reader on two pipes: Orthanc's standard error, and the audit
   DICOM category that only ``--verbose-dicom`` asked for (kept when the operator's own arguments ask for them);
 - writes one "association" audit line per association accepted or refused, and per DICOM command refused on an
   accepted association, with the calling AE, the address and the rule;
-- writes the plugin's lines, so that one process writes and rotates the audit files.
+- writes the plugin's lines, so that one process writes and rotates the audit files; the plugin's short record of
+  an HTTP decision becomes its JSON line here (``auscat_access.line_of_record``), out of Orthanc's process.
 
 It is a separate process, so none of this runs under Orthanc's Python lock. It ignores SIGTERM and SIGINT and ends
-when Orthanc has closed both pipes, that is when Orthanc has exited, so the last lines are never lost.
+when Orthanc has closed both pipes. Orthanc is the container's first process, and when it exits the kernel ends
+the reader too: what is still in the pipes then (at most the lines of the last ``GATHER_SECONDS``) does not reach
+the log. In a normal stop that is only Orthanc's last log line or two, since its HTTP and DICOM servers, and so
+the audit lines, stopped more than a second earlier; a crash of Orthanc can take that many audit lines with it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from auscat_access import line_of_record
 from auscat_audit import association_line
 
 # Orthanc's arguments that ask for the DICOM category's INFO (or TRACE) lines in the container log.
@@ -146,7 +151,7 @@ def run(
     def handle(fd: int, raw: bytes) -> None:
         try:
             if fd == audit_fd:
-                audited.append(raw.rstrip(b"\n").decode("utf-8", errors="replace"))
+                audited.append(line_of_record(raw.rstrip(b"\n").decode("utf-8", errors="replace")))
             elif associations.line(raw):
                 forwarded.append(raw)
         except Exception as error:  # a line the reader cannot handle must not stop Orthanc's log

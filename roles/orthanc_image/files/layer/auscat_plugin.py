@@ -14,9 +14,15 @@ rather than letting it through.
 Every instance stored or refused leaves an audit line too: a stored one with the calling AE, address and user
 Orthanc recorded for it, a refused one with the rule, and with the user and address of the HTTP request that
 carried it (the filter runs in the same thread just before). What one callback leaves for the next is kept per
-operating-system thread: the plugin gives each call a fresh Python thread state, so ``threading.local`` would
-forget it between two callbacks. Orthanc Explorer gets a banner that shows a refused
+operating-system thread (``threading.get_ident``). Orthanc Explorer gets a banner that shows a refused
 request (``auscat_explorer.js``).
+
+The Python plugin takes Python's lock for each call with ``PyGILState_Ensure`` and lets it go with
+``PyGILState_Release``; on one of Orthanc's threads, which Python did not start, that makes and destroys a Python
+thread state each time, which cost more than the access filter's own work. Each callback therefore first keeps its
+thread's state (``keep_thread_state``): one ``PyGILState_Ensure`` more, never released, so that the plugin's release
+gives up the lock but keeps the state for the thread's next call. Orthanc's threads are pools that live as long as
+the process, so the states kept are a few dozen.
 
 The callbacks call nothing in Orthanc but its log and the instance handed to them: this plugin version keeps Python's
 global lock during calls into Orthanc, and a callback that stored or read through the
@@ -25,13 +31,14 @@ REST API would deadlock against a C-STORE waiting for that lock inside Orthanc's
 
 from __future__ import annotations
 
+import ctypes
 import json
 import threading
 from pathlib import Path
 
 import orthanc
-from auscat_access import METHODS, Access, http_line
-from auscat_audit import instance_line, open_trail
+from auscat_access import METHODS, Access, http_line, http_record
+from auscat_audit import AuditPipe, instance_line, open_trail
 from auscat_rules import Refusal, Rules
 
 UNPARSABLE = b"AUSCAT-REFUSED"
@@ -46,6 +53,18 @@ AUDIT = open_trail(CONFIG)
 # before the store. One entry per thread Orthanc has, overwritten by the thread's next request or instance.
 REQUESTS: dict[int, tuple[str, str]] = {}
 SOP_INSTANCE_UIDS: dict[int, str] = {}
+# The HTTP decision as the audit takes it: a short record for the log reader, or the JSON line for the files.
+HTTP_AUDIT = http_record if isinstance(AUDIT, AuditPipe) else http_line
+# The threads whose Python thread state is kept (keep_thread_state).
+KEPT_STATES: set[int] = set()
+
+
+def keep_thread_state() -> None:
+    """Keep this thread's Python thread state after the plugin releases the lock (see the module's text)."""
+    ident = threading.get_ident()
+    if ident not in KEPT_STATES:
+        KEPT_STATES.add(ident)
+        ctypes.pythonapi.PyGILState_Ensure()
 
 
 def http_request(route: str) -> tuple[str, str]:
@@ -55,6 +74,7 @@ def http_request(route: str) -> tuple[str, str]:
 
 def on_received_instance(data: bytes, origin) -> tuple:
     """Keep an instance as it is, or make its store fail."""
+    keep_thread_state()
     route = ORIGINS.get(int(origin), "unknown")
     SOP_INSTANCE_UIDS[threading.get_ident()] = ""
     try:
@@ -74,6 +94,7 @@ def on_received_instance(data: bytes, origin) -> tuple:
 
 def on_stored_instance(instance, instance_id: str) -> None:
     """Audit a stored instance with what Orthanc recorded of its sender."""
+    keep_thread_state()
     metadata = {key: instance.GetInstanceMetadata(key) or "" for key in ("RemoteIP", "CalledAET", "HttpUsername")}
     route = ORIGINS.get(int(instance.GetInstanceOrigin()), "unknown")
     user, client = http_request(route)
@@ -93,12 +114,13 @@ def on_stored_instance(instance, instance_id: str) -> None:
 
 def on_http_request(uri: str, **request) -> bool:
     """Allow a request only when the user's role lists it; audit the decision."""
+    keep_thread_state()
     method = METHODS.get(int(request.get("method", 0)), "OTHER")
     try:
         decision = ACCESS.decide(method, uri, request.get("headers") or {})
         client = str(request.get("ip", ""))
         REQUESTS[threading.get_ident()] = (decision.user, client)
-        AUDIT.write(http_line(decision, method, uri, client))
+        AUDIT.write(HTTP_AUDIT(decision, method, uri, client))
     except Exception as error:  # any failure denies, and Orthanc needs a bool back
         orthanc.LogError(f"auscat: access filter failed on {method} {uri}, denied: {error!r}")
         return False
