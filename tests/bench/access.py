@@ -25,17 +25,15 @@ import contextlib
 import dataclasses
 import datetime
 import http.client
-import json
 import secrets
 import statistics
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from tests.bench import payload, stack
 from tests.bench.clients import REST_TIMEOUT_SECONDS, Timed, rest_store, timed_threads
-from tests.bench.servers import BenchError, Server, remove_tree, wait_healthy
+from tests.bench.servers import BenchError, Server, remove_tree, run_command, wait_healthy, write_results
 
 WORK_ROOT = Path("/var/lib/auscat-bench-access")
 SERVERS = ("access-on", "access-off")
@@ -194,18 +192,11 @@ def main(argv: list[str]) -> int:
         results["summary"] = summarise(results["rounds"])
         results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = table(results["summary"], args.rounds)
-    (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (args.output / "results.txt").write_text(text + "\n", encoding="utf-8")
+    write_results(args.output, results, text)
     say(text)
     say(f"results: {args.output / 'results.json'}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BenchError as error:
-        print(f"access benchmark failed: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(main, "access benchmark")

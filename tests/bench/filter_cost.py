@@ -28,15 +28,15 @@ import http.client
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from tests.bench import stack
+from tests.bench.clients import timed_threads
 from tests.bench.cpu import process_cpu_seconds
+from tests.bench.servers import BenchError, run_command, write_results
 from tests.harness import phantoms
 
 PLUGIN = stack.REPOSITORY / "roles" / "orthanc_image" / "files" / "layer" / "auscat_plugin.py"
@@ -54,10 +54,6 @@ VARIANTS: dict[str, tuple[tuple[str, str], ...]] = {
     "layer-not-kept": ((_KEEP, _KEEP + "    return\n"),),
     "layer": (),
 }
-
-
-class BenchError(Exception):
-    pass
 
 
 def say(message: str) -> None:
@@ -137,9 +133,8 @@ def use_variant(args: argparse.Namespace, client: Client, name: str, directory: 
     wait_ready(client)
 
 
-def load(client: Client, paths: list[str], requests: int, threads: int) -> int:
-    """GET each path in turn over ``threads`` keep-alive connections until ``requests`` were answered."""
-    errors: list[BaseException] = []
+def load(client: Client, paths: list[str], requests: int, threads: int) -> float:
+    """GET the paths in turn over ``threads`` keep-alive connections until ``requests`` were answered; seconds."""
 
     def work(index: int) -> None:
         connection = client.connection()
@@ -150,30 +145,21 @@ def load(client: Client, paths: list[str], requests: int, threads: int) -> int:
                 response.read()
                 if response.status != 200:
                     raise BenchError(f"GET {paths[number % len(paths)]} answered {response.status}")
-        except BaseException as error:  # re-raised by the caller
-            errors.append(error)
         finally:
             connection.close()
 
-    workers = [threading.Thread(target=work, args=(index,)) for index in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    if errors:
-        raise errors[0]
-    return requests
+    return timed_threads(work, threads)
 
 
 def measure(args: argparse.Namespace, client: Client, paths: list[str]) -> dict[str, float]:
     load(client, paths, WARM_UP_REQUESTS, args.threads)
     pid = orthanc_pid(args)
-    cpu_before, started = process_cpu_seconds(pid), time.perf_counter()
-    count = load(client, paths, args.requests, args.threads)
-    seconds, cpu_after = time.perf_counter() - started, process_cpu_seconds(pid)
+    cpu_before = process_cpu_seconds(pid)
+    seconds = load(client, paths, args.requests, args.threads)
+    cpu_after = process_cpu_seconds(pid)
     if cpu_before is None or cpu_after is None:
         raise BenchError(f"the CPU time of Orthanc (pid {pid}) cannot be read from /proc")
-    return {"cpu_us_per_request": (cpu_after - cpu_before) / count * 1e6, "per_second": count / seconds}
+    return {"cpu_us_per_request": (cpu_after - cpu_before) / args.requests * 1e6, "per_second": args.requests / seconds}
 
 
 def store_phantoms(client: Client) -> str | None:
@@ -256,17 +242,10 @@ def main(argv: list[str]) -> int:
     }  # fmt: skip
     results["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     text = table(results["summary"], args.rounds)
-    (args.output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    (args.output / "results.txt").write_text(text + "\n", encoding="utf-8")
+    write_results(args.output, results, text)
     say(text)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except BenchError as error:
-        print(f"filter cost benchmark failed: {error}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(main, "filter cost benchmark")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn
 
 import requests
 
@@ -140,3 +143,20 @@ def remove_tree(path: Path) -> None:
         raise BenchError(f"not removing {path}: {', '.join(map(str, mounted))} still mounted there")
     if path.exists():
         shutil.rmtree(path)
+
+
+def write_results(output: Path, results: dict[str, Any], text: str) -> None:
+    """A benchmark's figures as results.json and its table as results.txt under ``output``."""
+    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    (output / "results.txt").write_text(text + "\n", encoding="utf-8")
+
+
+def run_command(main: Callable[[list[str]], int], what: str) -> NoReturn:
+    """Exit with ``main(sys.argv[1:])``; a BenchError is printed as "<what> failed: ..." (1), ^C exits 130."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except BenchError as error:
+        print(f"{what} failed: {error}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,10 +1,10 @@
-"""The access benchmark's arithmetic: paired on/off ratios per round, their median and the 10 % goal."""
+"""The access benchmark's arithmetic (paired on/off ratios, their median, the goal) and the filter cost variants."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.bench import access
+from tests.bench import access, filter_cost
 
 
 def rounds(*pairs: tuple[float, float]) -> list[dict]:
@@ -52,3 +52,17 @@ def test_the_audit_report_bench_writes_a_trail_the_report_reads(tmp_path) -> Non
     read = list(audit_report.auscat_audit.read_lines(tmp_path / "audit"))
     assert len(read) == lines
     assert {line["kind"] for line in read} == {"http", "instance", "association"}
+
+
+@pytest.mark.parametrize("variant", list(filter_cost.VARIANTS))
+def test_each_variant_of_the_filter_cost_bench_is_made_from_the_layers_plugin(variant: str) -> None:
+    """The variants are edits of the plugin as it is; each edit must still find its place, and compile."""
+    plugin = filter_cost.PLUGIN.read_text(encoding="utf-8")
+    text = filter_cost.variant_text(variant, plugin)
+    compile(text, f"{variant}.py", "exec")
+    assert (text == plugin) == (variant == "layer")
+
+
+def test_a_plugin_without_the_place_of_an_edit_is_refused_naming_it() -> None:
+    with pytest.raises(filter_cost.BenchError, match="keep_thread_state"):
+        filter_cost.variant_text("layer-not-kept", "def on_http_request(uri: str, **request) -> bool:\n")
